@@ -1,0 +1,115 @@
+"""Plain values that flow through the hook: request -> reservation -> plan.
+
+Nothing here does I/O.  A :class:`Reservation` is also what the ledger stores, so it
+round-trips through :meth:`Reservation.to_dict` / :meth:`Reservation.from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MODE_SERVER = "server"  # the app creates the socket (OVS dpdkvhostuserclient)
+MODE_CLIENT = "client"  # the host creates the socket (OVS dpdkvhostuser, static sockets)
+MODES = (MODE_SERVER, MODE_CLIENT)
+
+STATE_PENDING = "pending"
+STATE_ACTIVE = "active"
+STATE_RELEASING = "releasing"
+STATES = (STATE_PENDING, STATE_ACTIVE, STATE_RELEASING)
+
+CONTAINER_RUN_DIR = "/run/dpdk"
+CONTAINER_HUGE_DIR = "/dev/hugepages"
+COMPAT_SOCKET_PATH = "/var/run/usvhost"
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One vhost-user port as the user asked for it."""
+
+    mode: str | None = None  # None: the backend's default (ovs: server, static: client)
+    bridge: str | None = None
+    queues: int = 1
+    mac: str | None = None
+    mtu: int | None = None
+    vlan: int | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a container asks for, validated from its annotations."""
+
+    ports: tuple[PortRequest, ...] = ()
+    cpus: int = 0
+    hugepages_mib: int = 0
+    hugepage_size_kib: int | None = None
+    numa_node: int | None = None
+
+
+@dataclass(frozen=True)
+class PortLease:
+    """One port given to a container: names and paths made by the hook."""
+
+    index: int
+    name: str  # switch-side port name (OVS interface name)
+    mode: str
+    bridge: str
+    socket_host_path: str  # where the socket lives on the host
+    container_path: str  # where the app finds it
+    mac: str
+    queues: int = 1
+    mtu: int | None = None
+    vlan: int | None = None
+    static: bool = False  # a pre-made socket leased from the static backend
+
+
+@dataclass
+class Reservation:
+    """Everything one container holds; one ledger entry."""
+
+    container_id: str
+    state: str
+    backend: str
+    numa_node: int
+    cpus: list[int]
+    hugepage_size_kib: int
+    hugepages_mib: int
+    socket_dir: str
+    ports: list[PortLease] = field(default_factory=list)
+    pid: int | None = None
+    pid_start: int | None = None
+    grown_pages: int = 0
+    created: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Reservation:
+        data = dict(raw)
+        data["ports"] = [PortLease(**p) for p in data.get("ports", [])]
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount to make inside the container, target relative to its rootfs."""
+
+    kind: str  # "bind" or "hugetlbfs"
+    target: str  # absolute path inside the container
+    source: str = ""  # host path for binds
+    options: str = ""  # data string for hugetlbfs
+    file: bool = False  # target is a file (socket) rather than a directory
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What apply must do for one container, all derived from its reservation."""
+
+    reservation: Reservation
+    mounts: tuple[Mount, ...]  # made before the switch is touched
+    socket_mounts: tuple[Mount, ...]  # host-made sockets: they exist only after the switch step
+    files: dict[str, str]  # file name inside socket_dir -> content
+    eal_args: tuple[str, ...]
+    cpus: tuple[int, ...]
+    mems: tuple[int, ...]

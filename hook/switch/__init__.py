@@ -1,0 +1,50 @@
+"""The host DPDK switch behind one small interface, and the factory that picks a backend.
+
+A backend plugs a container's :class:`~hook.model.PortLease` values into the switch in one
+all-or-nothing step, removes them idempotently, and lists what it holds by owner tag so
+``gc`` can find orphans from the switch side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from hook.config import SwitchConfig
+from hook.model import PortLease
+
+OWNER_KEY = "dpdk-oci-hook-owner"  # OVS external_ids key holding the container id
+INDEX_KEY = "dpdk-oci-hook-index"
+
+
+class Switch(Protocol):
+    """What the hook needs from a host switch."""
+
+    name: str
+
+    def client_socket_path(self, port_name: str) -> str:
+        """Where the switch itself creates the socket of a client-mode port."""
+        ...
+
+    def add_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
+        """Plug all ports in one step; on failure nothing of them stays (SwitchError)."""
+        ...
+
+    def remove_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
+        """Unplug the ports; ports already gone are fine."""
+        ...
+
+    def owned_ports(self) -> dict[str, list[str]]:
+        """Container id -> names of ports the switch holds for it (by owner tag)."""
+        ...
+
+
+def make_switch(config: SwitchConfig) -> Switch:
+    """The backend named in the config."""
+    if config.backend == "static":
+        from hook.switch.static import StaticSwitch
+
+        return StaticSwitch(config)
+    from hook.switch.ovs import OvsSwitch
+
+    return OvsSwitch(config)

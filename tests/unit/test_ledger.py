@@ -1,0 +1,123 @@
+"""The ledger: atomic, checksummed, consistent, and safe under many concurrent hooks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from hook.allocate import allocate
+from hook.config import Config
+from hook.errors import LedgerCorrupt, ResourceExhausted
+from hook.ledger import Ledger
+from hook.model import PortLease, PortRequest, Request, Reservation
+from hook.topology import HugepagePool, Node, Topology
+
+
+def res(cid: str, cpus: list[int], mib: int = 0, ports: list[PortLease] | None = None) -> Reservation:
+    return Reservation(cid, "active", "ovs", 0, cpus, 2048, mib, f"/s/{cid}", ports or [])
+
+
+def test_round_trip_and_checksum(tmp_path: Path) -> None:
+    """What is put is read back, and the file carries a checksum over its entries."""
+    ledger = Ledger(str(tmp_path / "ledger.json"))
+    with ledger.locked() as data:
+        data.put(res("a", [1, 2], 64))
+    assert ledger.snapshot()["a"].cpus == [1, 2]
+    raw = json.loads((tmp_path / "ledger.json").read_text())
+    assert raw["format"] == 1 and len(raw["checksum"]) == 64
+
+
+def test_body_failure_writes_nothing(tmp_path: Path) -> None:
+    """If the code under the lock raises, the ledger is unchanged."""
+    ledger = Ledger(str(tmp_path / "ledger.json"))
+    with pytest.raises(RuntimeError), ledger.locked() as data:
+        data.put(res("a", [1]))
+        raise RuntimeError("boom")
+    assert ledger.snapshot() == {}
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda raw: raw.replace('"cpus": [\n', '"cpus": [\n    7,\n', 1), "checksum mismatch"),
+        (lambda raw: raw[: len(raw) // 2], "unreadable"),
+        (lambda raw: raw.replace('"format": 1', '"format": 9'), "unknown format"),
+    ],
+)
+def test_corrupt_ledger_fails_closed(tmp_path: Path, mangle, reason: str) -> None:
+    """A tampered, truncated or unknown ledger raises LedgerCorrupt and is not overwritten."""
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(str(path))
+    with ledger.locked() as data:
+        data.put(res("a", [1]))
+    bad = mangle(path.read_text())
+    path.write_text(bad)
+    with pytest.raises(LedgerCorrupt, match=reason) as info:
+        with ledger.locked() as data:
+            data.put(res("b", [2]))
+    assert "gc --rebuild" in str(info.value)
+    assert path.read_text() == bad
+
+
+def test_invariant_violation_is_corruption(tmp_path: Path) -> None:
+    """Two entries holding one core fail the invariants even with a valid checksum."""
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(str(path))
+    with pytest.raises(LedgerCorrupt, match="core 1 is held by both"):
+        with ledger.locked() as data:
+            data.put(res("a", [1]))
+            data.put(res("b", [1]))
+    assert not path.exists()
+
+
+def test_reset_keeps_the_old_file_aside(tmp_path: Path) -> None:
+    """A rebuild moves the old ledger aside rather than deleting evidence."""
+    path = tmp_path / "ledger.json"
+    path.write_text("garbage")
+    aside = Ledger(str(path)).reset({"a": res("a", [3])})
+    assert aside and Path(aside).read_text() == "garbage"
+    assert Ledger(str(path)).snapshot()["a"].cpus == [3]
+
+
+TOPO = Topology({0: Node(0, frozenset(range(64)))}, {2048: HugepagePool(total=100000, free=100000)})
+CFG = Config(cpu_pool=frozenset(range(64)), hugepage_budget_kib=40 * 64 * 1024)
+
+
+def _worker(path: str, cid: str, barrier: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue) -> None:
+    barrier.wait()
+    ledger = Ledger(path)
+    try:
+        with ledger.locked() as data:
+            d = allocate(Request(cpus=1, hugepages_mib=64, hugepage_size_kib=2048, ports=(PortRequest(),)), CFG, TOPO, data.entries, cid, 0.0)
+            data.put(d.reservation)
+        out.put((cid, "ok"))
+    except ResourceExhausted as exc:
+        out.put((cid, str(exc)))
+
+
+def test_fifty_concurrent_reservations_never_double_allocate(tmp_path: Path) -> None:
+    """60 processes reserving at once: no core twice, the hugepage budget (40 x 64Mi) never exceeded."""
+    path = str(tmp_path / "ledger.json")
+    n = 60
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(path, f"c{i}", barrier, out)) for i in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in range(n)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    entries = Ledger(path).snapshot()
+    ok = [cid for cid, r in results if r == "ok"]
+    refused = [r for _, r in results if r != "ok"]
+    assert len(ok) == 40 and len(entries) == 40
+    assert all("hugepage budget" in r for r in refused) and len(refused) == 20
+    cores = [c for e in entries.values() for c in e.cpus]
+    assert len(cores) == len(set(cores)) == 40
+    assert sum(e.hugepages_mib for e in entries.values()) <= 40 * 64
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
