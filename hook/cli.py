@@ -213,6 +213,14 @@ def cmd_explain(args: Any) -> int:
     return 0
 
 
+def cmd_demo(args: Any) -> int:
+    from hook import config as config_mod
+    from hook import demo
+
+    config = config_mod.load(args.config)
+    return demo.main(config.path)
+
+
 def build_parser() -> Any:
     import argparse
 
@@ -243,6 +251,8 @@ def build_parser() -> Any:
     p.add_argument("--container-id", default="explain", help="id to plan for (names and paths derive from it)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("demo", help="run two runc containers wired by the hook and pass packets between them")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

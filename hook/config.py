@@ -98,8 +98,8 @@ def _strip(value: Any) -> Any:
         return value[1:-1]
     if isinstance(value, list):
         return [_strip(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k != "__is_block__"}
+    if isinstance(value, dict):  # drops "__is_block__", "__comments__" and the like
+        return {k: _strip(v) for k, v in value.items() if not (k.startswith("__") and k.endswith("__"))}
     return value
 
 
@@ -108,7 +108,8 @@ def parse_hcl(text: str, path: str) -> dict[str, Any]:
     import hcl2  # heavy: only when the cache is stale
 
     try:
-        raw = hcl2.loads(text)
+        options = getattr(hcl2, "SerializationOptions", None)
+        raw = hcl2.loads(text, serialization_options=options(with_comments=False)) if options else hcl2.loads(text)
     except Exception as exc:  # lark raises many types; all mean "not valid HCL"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(path=path, reason=f"not valid HCL: {first}") from exc

@@ -14,6 +14,7 @@ never by name.  ``KEEP_OVS=1`` keeps the directory (database, logs) for post-mor
 from __future__ import annotations
 
 import glob
+import json
 import os
 import secrets
 import shutil
@@ -22,11 +23,25 @@ import subprocess
 import tempfile
 import time
 from types import TracebackType
+from typing import Any
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 HUGE_DIR = "/dev/hugepages"
 DPDK_RUNTIME_DIR = "/var/run/dpdk"
 PMD_MAXSLEEP_US = 10000  # the most OVS 3.1 allows; an idle PMD then uses ~1% of its core
+
+
+def _decode(cell: Any) -> Any:
+    """An OVSDB JSON cell as plain Python."""
+    if isinstance(cell, list) and len(cell) == 2:
+        kind, value = cell
+        if kind == "map":
+            return {_decode(k): _decode(v) for k, v in value}
+        if kind == "set":
+            return [_decode(v) for v in value]
+        if kind in ("uuid", "named-uuid"):
+            return value
+    return cell
 
 
 class OvsError(RuntimeError):
@@ -46,6 +61,7 @@ class OvsInstance:
         self.rundir = ""
         self.vsctl_path = shutil.which("ovs-vsctl") or "/usr/bin/ovs-vsctl"
         self._env: dict[str, str] = {}
+        self._names = 0
 
     # --- paths ----------------------------------------------------------------
 
@@ -74,9 +90,7 @@ class OvsInstance:
     # --- driving it ---------------------------------------------------------------
 
     def _run(self, argv: list[str], timeout: float = 15.0) -> str:
-        proc = subprocess.run(
-            argv, env=self._env, cwd="/", capture_output=True, text=True, timeout=timeout, check=False
-        )
+        proc = subprocess.run(argv, env=self._env, cwd="/", capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise OvsError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout
@@ -87,6 +101,19 @@ class OvsInstance:
         if not wait:
             argv.append("--no-wait")
         return self._run(argv + list(args))
+
+    def unique(self, prefix: str) -> str:
+        """A name not used before in this instance (bridge/port names: keep it <= 15 chars)."""
+        self._names += 1
+        return f"{prefix}{self._names}"
+
+    def row(self, table: str, record: str) -> dict[str, Any] | None:
+        """One OVSDB row as plain Python (maps -> dict, sets -> list), or None if absent."""
+        out = self.vsctl("--format=json", "--if-exists", "list", table, record, wait=False)
+        doc = json.loads(out)
+        if not doc["data"]:
+            return None
+        return {k: _decode(v) for k, v in zip(doc["headings"], doc["data"][0], strict=True)}
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -116,18 +143,29 @@ class OvsInstance:
         common = ["--detach", "-vconsole:off", "-vsyslog:off"]
         with open(self.path("console.log"), "ab") as console:
             subprocess.run(
-                ["ovsdb-server", conf, f"--remote=punix:{self.path('db.sock')}",
-                 f"--pidfile={self.path('ovsdb-server.pid')}",
-                 f"--log-file={self.path('ovsdb-server.log')}",
-                 f"--unixctl={self.path('ovsdb-server.ctl')}", *common],
-                env=self._env, cwd="/", stdout=console, stderr=console, timeout=15, check=True,
+                [
+                    "ovsdb-server",
+                    conf,
+                    f"--remote=punix:{self.path('db.sock')}",
+                    f"--pidfile={self.path('ovsdb-server.pid')}",
+                    f"--log-file={self.path('ovsdb-server.log')}",
+                    f"--unixctl={self.path('ovsdb-server.ctl')}",
+                    *common,
+                ],
+                env=self._env,
+                cwd="/",
+                stdout=console,
+                stderr=console,
+                timeout=15,
+                check=True,
             )
         self.vsctl("init", wait=False)
         self.vsctl(
-            "set", "Open_vSwitch", ".",
+            "set",
+            "Open_vSwitch",
+            ".",
             "other_config:dpdk-init=true",
-            f'other_config:dpdk-extra="--no-pci --no-telemetry --file-prefix={self.file_prefix} '
-            f'--huge-dir {HUGE_DIR}"',
+            f'other_config:dpdk-extra="--no-pci --no-telemetry --file-prefix={self.file_prefix} --huge-dir {HUGE_DIR}"',
             f"other_config:dpdk-socket-mem={self.socket_mem_mb}",
             f"other_config:pmd-cpu-mask={self.pmd_cpu_mask}",
             f"other_config:pmd-maxsleep={PMD_MAXSLEEP_US}",
@@ -135,10 +173,20 @@ class OvsInstance:
         )
         with open(self.path("console.log"), "ab") as console:
             subprocess.run(
-                ["ovs-vswitchd", self.db, f"--pidfile={self.path('ovs-vswitchd.pid')}",
-                 f"--log-file={self.vswitchd_log}", f"--unixctl={self.path('ovs-vswitchd.ctl')}",
-                 *common],
-                env=self._env, cwd="/", stdout=console, stderr=console, timeout=60, check=False,
+                [
+                    "ovs-vswitchd",
+                    self.db,
+                    f"--pidfile={self.path('ovs-vswitchd.pid')}",
+                    f"--log-file={self.vswitchd_log}",
+                    f"--unixctl={self.path('ovs-vswitchd.ctl')}",
+                    *common,
+                ],
+                env=self._env,
+                cwd="/",
+                stdout=console,
+                stderr=console,
+                timeout=60,
+                check=False,
             )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
@@ -153,6 +201,13 @@ class OvsInstance:
         """Stop both daemons by pidfile pid, remove their DPDK leftovers and (unless KEEP_OVS=1) the dir."""
         if not self.dir:
             return
+        # netdev bridges are kernel tap devices that outlive ovs-vswitchd: delete them first
+        if self.pid("ovs-vswitchd") and self.pid("ovsdb-server"):
+            try:
+                for bridge in self.vsctl("list-br", wait=False).split():
+                    self.vsctl("--if-exists", "del-br", bridge)
+            except (OvsError, subprocess.TimeoutExpired):
+                pass
         for daemon in ("ovs-vswitchd", "ovsdb-server"):
             self._kill(daemon)
         for leftover in glob.glob(os.path.join(HUGE_DIR, f"{self.file_prefix}*")):

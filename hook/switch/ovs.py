@@ -35,7 +35,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from hook.config import SwitchConfig
 from hook.errors import SwitchError
@@ -66,7 +67,7 @@ def _rows(text: str) -> list[list[dict[str, Any]]]:
     for line in text.splitlines():
         if line.strip():
             doc = json.loads(line)
-            tables.append([dict(zip(doc["headings"], row)) for row in doc["data"]])
+            tables.append([dict(zip(doc["headings"], row, strict=True)) for row in doc["data"]])
     return tables
 
 
@@ -105,7 +106,7 @@ class OvsSwitch:
                 argv,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
-                text=True,
+                encoding="utf-8",
                 errors="replace",
                 env=_ENV,
                 cwd="/",
@@ -114,17 +115,14 @@ class OvsSwitch:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise _Failed(
-                f"ovs-vsctl did not finish within {self.config.timeout_s + 2:g}s (killed)", "", True
-            ) from exc
+            raise _Failed(f"ovs-vsctl did not finish within {self.config.timeout_s + 2:g}s (killed)", "", True) from exc
         except OSError as exc:
             raise _Failed(f"cannot run {self.config.ovs_vsctl}: {exc.strerror or exc}", "") from exc
         if proc.returncode == 0:
             return proc.stdout, proc.stderr
         if proc.returncode in (-14, 142) or "signal 14" in proc.stderr:
             raise _Failed(
-                f"ovs-vsctl timed out after {self._timeout}s "
-                "(ovsdb-server or ovs-vswitchd not responding)",
+                f"ovs-vsctl timed out after {self._timeout}s (ovsdb-server or ovs-vswitchd not responding)",
                 proc.stderr,
                 True,
             )
@@ -168,8 +166,7 @@ class OvsSwitch:
             if setup:
                 raise self._error(self._explain(setup[0], ports) + "; ports removed again")
             raise self._error(
-                "ovs-vswitchd has not initialized DPDK (Open_vSwitch dpdk_initialized is not true; "
-                "set other_config:dpdk-init=true); ports removed again"
+                "ovs-vswitchd has not initialized DPDK (Open_vSwitch dpdk_initialized is not true; set other_config:dpdk-init=true); ports removed again"
             )
 
     def remove_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
@@ -178,16 +175,27 @@ class OvsSwitch:
             return
         try:
             owned = self._owned_among(container_id, names)
-            if owned:
-                args: list[str] = []
-                for name in owned:
-                    args += ["--", "--if-exists", "del-port", name]
-                self._run(args, wait=False)
+        except _Failed as exc:
+            raise self._error(exc.reason) from None
+        self.remove_port_names(owned)
+
+    def remove_port_names(self, names: Sequence[str]) -> None:
+        """Delete these ports by name, whoever owns them, in one ``--no-wait`` transaction.
+
+        For ``gc`` with names taken from :meth:`owned_ports`; missing ports are fine.
+        """
+        if not names:
+            return
+        args: list[str] = []
+        for name in names:
+            args += ["--", "--if-exists", "del-port", name]
+        try:
+            self._run(args, wait=False)
         except _Failed as exc:
             raise self._error(exc.reason) from None
 
     def owned_ports(self) -> dict[str, list[str]]:
-        cond = f"external_ids:{OWNER_KEY}!=\"\""
+        cond = f'external_ids:{OWNER_KEY}!=""'
         cols = "--columns=name,external_ids"
         try:
             out, _ = self._run(
@@ -257,8 +265,7 @@ class OvsSwitch:
         """Port and Interface rows (name, external_ids) with these names, in one call."""
         cols = "--columns=name,external_ids"
         out, _ = self._run(
-            ["--format=json", "--", "--if-exists", cols, "list", "Port", *names,
-             "--", "--if-exists", cols, "list", "Interface", *names],
+            ["--format=json", "--", "--if-exists", cols, "list", "Port", *names, "--", "--if-exists", cols, "list", "Interface", *names],
             wait=False,
         )
         try:
@@ -304,12 +311,17 @@ class OvsSwitch:
             pass  # gc finds the leftovers by owner tag
 
     def _explain(self, line: str, ports: Sequence[PortLease]) -> str:
-        reason = line.removeprefix("ovs-vsctl: ").strip()
+        """ovs-vsctl's "Error detected while setting up 'NAME': WHY.  See ..." made readable."""
+        text = line.removeprefix("ovs-vsctl: ").strip()
+        name, _, why = text.removeprefix(_SETUP_ERROR).strip().partition(": ")
+        name = name.strip("'")
+        why = why.split("  See ovs-vswitchd log", 1)[0].rstrip(". ")
+        reason = f"ovs-vswitchd could not set up port {name}: {why or text}"
         for p in ports:
             path = self.client_socket_path(p.name)
-            if p.mode == MODE_CLIENT and f"'{p.name}'" in line and os.path.lexists(path):
-                reason += f" (a stale file is in the way at {path}?)"
-        return reason
+            if p.name == name and p.mode == MODE_CLIENT and os.path.lexists(path):
+                reason += f" (something already exists at its socket path {path}: stale?)"
+        return reason + " (see the ovs-vswitchd log)"
 
 
 def _first_error(stderr: str) -> str:

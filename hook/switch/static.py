@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Sequence
+from collections.abc import Sequence
 
 from hook.config import SwitchConfig
 from hook.errors import SwitchError
@@ -33,10 +33,7 @@ class StaticSwitch:
 
     def client_socket_path(self, port_name: str) -> str:
         """Not meaningful here: static sockets are leased by path, not made per port name."""
-        raise self._error(
-            f"port {port_name}: the static backend has no per-port socket; "
-            "use the lease's socket_host_path"
-        )
+        raise self._error(f"port {port_name}: the static backend has no per-port socket; use the lease's socket_host_path")
 
     def add_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
         for port in ports:

@@ -110,3 +110,9 @@ def test_env_var_overrides_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = write(tmp_path, GOOD)
     monkeypatch.setenv("DPDK_OCI_HOOK_CONFIG", path)
     assert config_mod.load().path == path
+
+
+def test_comments_are_not_settings(tmp_path: Path) -> None:
+    """Comments in every HCL style are ignored, not reported as unknown settings."""
+    cfg = config_mod.load(write(tmp_path, '# top\ncpus {\n  pool = "1" # why\n  // more\n  /* block */\n}\n'))
+    assert cfg.cpu_pool == {1}

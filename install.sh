@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# dpdk-oci-hook installer for Debian 12/13.
+#
+#   sudo ./install.sh            install (idempotent: running it twice gives the same result)
+#   sudo ./install.sh --demo     install, then run two containers wired by the hook
+#   sudo ./install.sh --dry-run  print what would change, change nothing
+#   sudo ./install.sh --uninstall
+#
+# What it changes: Debian packages (DPDK, OVS-DPDK, runc, python3-venv), the ovs-vswitchd
+# alternative (DPDK build), the 2 MiB hugepage pool, /opt/dpdk-oci-hook (a virtual
+# environment with the project), /usr/local/bin/dpdk-oci-hook, /etc/dpdk-oci-hook/config.hcl
+# (only if absent), and, when no OVS is running, a local OVS-DPDK switch with bridge br-dpdk.
+set -euo pipefail
+
+SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PREFIX=${DPDK_OCI_HOOK_PREFIX:-/opt/dpdk-oci-hook}
+VENV=$PREFIX/venv
+BIN_LINK=/usr/local/bin/dpdk-oci-hook
+CONF_DIR=/etc/dpdk-oci-hook
+CONF=$CONF_DIR/config.hcl
+STATE_FILE=$PREFIX/install-state
+HUGEPAGES=${DPDK_OCI_HOOK_HUGEPAGES:-1024}  # 2 MiB pages in the host pool
+BRIDGE=br-dpdk
+OVS_SCRIPTS=/usr/share/openvswitch/scripts
+PACKAGES=(python3 python3-venv python3-pip dpdk dpdk-dev openvswitch-switch-dpdk runc)
+
+ACTION=install
+DRY=0
+DEMO=0
+EDITABLE=0
+SWITCH=1
+
+usage() {
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<EOF
+Options:
+  --demo        after installing, run the demo (two containers pass packets over the switch)
+  --dry-run     print each change instead of making it
+  --uninstall   remove what install added (packages and config.hcl are kept)
+  --editable    install the project in editable mode (for developing it)
+  --no-switch   do not start the embedded OVS-DPDK switch
+  -h, --help    this text
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --demo) DEMO=1 ;;
+        --dry-run) DRY=1 ;;
+        --uninstall) ACTION=uninstall ;;
+        --editable) EDITABLE=1 ;;
+        --no-switch) SWITCH=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+run() {
+    if [ "$DRY" = 1 ]; then printf '    would run: %s\n' "$*"; else "$@"; fi
+}
+write_file() {  # write_file PATH MODE < content
+    local path=$1 mode=$2 tmp
+    tmp=$(mktemp)
+    cat >"$tmp"
+    if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+        rm -f "$tmp"; note "$path is up to date"; return 0
+    fi
+    if [ "$DRY" = 1 ]; then note "would write $path:"; sed 's/^/      | /' "$tmp"; rm -f "$tmp"; return 0; fi
+    install -D -m "$mode" "$tmp" "$path"; rm -f "$tmp"; note "wrote $path"
+}
+
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root (sudo ./install.sh)" >&2; exit 1; }
+
+ovs_running() { ovs-vsctl --timeout=3 show >/dev/null 2>&1; }
+
+install_packages() {
+    step "Debian packages"
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then note "all present"; return; fi
+    note "installing: ${missing[*]}"
+    run apt-get update -q
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+select_ovs_dpdk() {
+    step "ovs-vswitchd with DPDK"
+    local dpdk=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
+    if [ "$(readlink -f /etc/alternatives/ovs-vswitchd 2>/dev/null)" = "$dpdk" ]; then note "already selected"; return; fi
+    run update-alternatives --set ovs-vswitchd "$dpdk"
+}
+
+setup_hugepages() {
+    step "hugepages (2 MiB pool of at least $HUGEPAGES pages)"
+    local knob=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+    local now; now=$(cat "$knob")
+    if [ "$now" -lt "$HUGEPAGES" ]; then
+        if [ "$DRY" = 1 ]; then note "would set $knob to $HUGEPAGES (now $now)"; else echo "$HUGEPAGES" >"$knob"; note "pool: $(cat "$knob") pages"; fi
+    else
+        note "pool has $now pages"
+    fi
+    if ! mountpoint -q /dev/hugepages; then
+        run mkdir -p /dev/hugepages
+        run mount -t hugetlbfs nodev /dev/hugepages
+    fi
+}
+
+install_venv() {
+    step "the project in $VENV"
+    [ -x "$VENV/bin/python3" ] || run /usr/bin/python3 -m venv "$VENV"
+    local spec=("$SRC_DIR")
+    [ "$EDITABLE" = 1 ] && spec=(-e "$SRC_DIR")
+    run "$VENV/bin/pip" install -q --disable-pip-version-check "${spec[@]}"
+    # the hook runs on every container start: ship compiled bytecode
+    run "$VENV/bin/python3" -m compileall -q "$VENV/lib"
+    if [ "$(readlink "$BIN_LINK" 2>/dev/null)" != "$VENV/bin/dpdk-oci-hook" ]; then
+        run ln -sfn "$VENV/bin/dpdk-oci-hook" "$BIN_LINK"
+    fi
+}
+
+pmd_core() {  # the last online CPU runs the switch's poller
+    local online; online=$(cat /sys/devices/system/cpu/online)
+    echo "${online##*[,-]}"
+}
+
+write_config() {
+    step "host config $CONF"
+    if [ -f "$CONF" ]; then note "kept (exists)"; return; fi
+    local pmd pool
+    pmd=$(pmd_core)
+    if [ "$pmd" = 0 ]; then pool=0; else pool="0-$((pmd - 1))"; fi
+    write_file "$CONF" 0644 <<EOF
+# dpdk-oci-hook host configuration (HCL).  Check it with: dpdk-oci-hook config check
+state_dir = "/run/dpdk-oci-hook"
+log_file  = "/var/log/dpdk-oci-hook.log"
+
+cpus {
+  pool     = "$pool"   # cores the hook may give out, exclusively
+  reserved = "$pmd"   # the switch's PMD core: never given out
+}
+
+hugepages {
+  page_size = "2Mi"
+  budget    = "1Gi"   # sum of all containers' hugepages
+  grow_pool = false   # true: grow the kernel pool on demand, give it back on release
+}
+
+switch {
+  backend       = "ovs"
+  bridge        = "$BRIDGE"
+  create_bridge = true
+  timeout_s     = 5
+}
+
+limits {
+  max_cpus      = 4
+  max_ports     = 8
+  max_queues    = 8
+  max_hugepages = "1Gi"
+}
+EOF
+}
+
+start_embedded_switch() {
+    step "embedded OVS-DPDK switch"
+    if [ "$SWITCH" = 0 ]; then note "skipped (--no-switch)"; return; fi
+    export PATH=$PATH:$OVS_SCRIPTS
+    if ovs_running; then
+        note "an OVS is running: using it"
+    else
+        local pmd; pmd=$(pmd_core)
+        run ovs-ctl --no-ovs-vswitchd --system-id=random start
+        # a small pool, no NIC, one PMD core that sleeps when idle (OVS >= 3.1)
+        run ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
+            other_config:dpdk-extra="--no-pci" other_config:dpdk-socket-mem=256 \
+            "other_config:pmd-cpu-mask=$(printf '0x%x' $((1 << pmd)))" other_config:pmd-maxsleep=10000
+        run ovs-ctl --no-ovsdb-server start
+        [ "$DRY" = 1 ] || echo "started_ovs=1" >>"$STATE_FILE"
+    fi
+    if [ "$DRY" = 0 ]; then
+        for _ in $(seq 1 30); do
+            [ "$(ovs-vsctl --timeout=3 get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ] && break
+            sleep 1
+        done
+        [ "$(ovs-vsctl --timeout=3 get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ] \
+            || { echo "install.sh: OVS is running but DPDK is not initialized (see /var/log/openvswitch/ovs-vswitchd.log)" >&2; exit 1; }
+        note "DPDK initialized"
+    fi
+    run ovs-vsctl --timeout=5 --may-exist add-br "$BRIDGE" -- set bridge "$BRIDGE" datapath_type=netdev
+}
+
+check_config() {
+    step "config check"
+    run "$BIN_LINK" config check
+}
+
+do_install() {
+    mkdir -p "$PREFIX"
+    install_packages
+    select_ovs_dpdk
+    setup_hugepages
+    install_venv
+    write_config
+    start_embedded_switch
+    check_config
+    if [ -f "$SRC_DIR/engines.sh" ]; then
+        # shellcheck source=/dev/null
+        . "$SRC_DIR/engines.sh"
+        register_engines
+    fi
+    step "done"
+    note "try: dpdk-oci-hook explain vhost-user=1 cpus=1 hugepages=64Mi"
+    if [ "$DEMO" = 1 ]; then
+        step "demo: two containers, one port each, packets across $BRIDGE"
+        run "$BIN_LINK" demo
+    fi
+}
+
+do_uninstall() {
+    if [ -f "$SRC_DIR/engines.sh" ]; then
+        # shellcheck source=/dev/null
+        . "$SRC_DIR/engines.sh"
+        unregister_engines
+    fi
+    step "removing $BIN_LINK and $PREFIX"
+    if [ -x "$VENV/bin/dpdk-oci-hook" ] && [ -f "$CONF" ]; then run "$VENV/bin/dpdk-oci-hook" gc || true; fi
+    if grep -q '^started_ovs=1' "$STATE_FILE" 2>/dev/null; then
+        step "stopping the embedded OVS-DPDK switch"
+        run ovs-vsctl --timeout=5 --if-exists del-br "$BRIDGE"
+        run "$OVS_SCRIPTS/ovs-ctl" stop
+    fi
+    [ -L "$BIN_LINK" ] && run rm -f "$BIN_LINK"
+    [ -d "$PREFIX" ] && run rm -rf "$PREFIX"
+    note "kept: Debian packages, $CONF, the hugepage pool"
+}
+
+if [ "$ACTION" = install ]; then do_install; else do_uninstall; fi

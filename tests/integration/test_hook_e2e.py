@@ -1,0 +1,193 @@
+"""The hook end to end with real runc, a real private OVS-DPDK, real hugepages and testpmd."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hook import demo
+from hook.runc_bundle import make_bundle, run_to_end
+from tests.integration.hook_env import HookEnv, HostTestpmd, hugepages_free, hugetlbfs_mounts, make_env
+from tests.ovs_instance import OvsInstance
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed"),
+]
+P = "dpdk-oci-hook/"
+OWNER = "external_ids:dpdk-oci-hook-owner"
+
+
+def owned_interfaces(ovs: OvsInstance) -> list[str]:
+    out = ovs.vsctl("--bare", "--columns=name", "find", "Interface", f'{OWNER}!=""', wait=False)
+    return sorted(out.split())
+
+
+def assert_nothing_left(env: HookEnv, ovs: OvsInstance | None, before: tuple[int, int]) -> None:
+    assert env.ledger() == {}
+    assert env.socket_entries() == []
+    assert hugetlbfs_mounts() == []
+    if ovs is not None:
+        assert owned_interfaces(ovs) == []
+    deadline = time.monotonic() + 10  # the namespace (and its hugetlbfs) goes a moment after the process
+    while hugepages_free() != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hugepages_free() == before
+
+
+@pytest.fixture
+def env(tmp_path: Path, ovs: OvsInstance) -> HookEnv:
+    return make_env(tmp_path, ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-e2e")
+
+
+def test_two_containers_pass_packets_over_ovs(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """A txonly and an rxonly container wired by the hook exchange packets through OVS; nothing is left after."""
+    before = hugepages_free()
+    seen: list[str] = []
+    result = demo.run_demo(env.config_path, workdir=str(tmp_path / "demo"), say=seen.append)
+    assert result.tx_packets > 1000, "\n".join(result.tx_output[-30:])
+    assert result.rx_packets > 0, "\n".join(result.rx_output[-30:])
+    # the packets crossed the switch: the sender's OVS port received them
+    events = [e["event"] for e in env.events()]
+    assert events.count("prestart done") == 2 and events.count("released") == 2
+    assert_nothing_left(env, ovs, before)
+
+
+def test_container_sees_its_layout(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """Inside: eal.args, config.json, a capped private hugetlbfs, and the pinned cores."""
+    before = hugepages_free()
+    script = (
+        "cat /run/dpdk/eal.args; cat /run/dpdk/config.json; stat -f -c 'fs=%T' /dev/hugepages; "
+        "grep Cpus_allowed_list /proc/self/status; ls /run/dpdk"
+    )
+    annotations = {P + "vhost-user": '[{"mode":"client"}]', P + "cpus": "1", P + "hugepages": "32Mi"}
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/sh", "-c", script], annotations, env.config_path)
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "layout")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "fs=hugetlbfs" in out
+    assert "Cpus_allowed_list:\t0" in out
+    doc = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    assert doc["cpus"] == [0] and doc["hugepages"]["size_mib"] == 32
+    port = doc["ports"][0]
+    assert port["vhost-user"] == {"mode": "client", "path": "/run/dpdk/net0.sock"}
+    assert out.splitlines()[0] == " ".join(doc["eal_args"])
+    assert "net0.sock" in out and "config.json" in out and "eal.args" in out
+    assert_nothing_left(env, ovs, before)
+
+
+def test_container_without_annotations_is_untouched(env: HookEnv, tmp_path: Path) -> None:
+    """A container without our annotations runs as usual and the hook touches nothing."""
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], {"other/thing": "1"}, env.config_path)
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "plain")
+    assert proc.returncode == 0, proc.stderr
+    assert not env.state_dir.exists() and not env.log_file.exists()
+
+
+def test_bad_annotation_is_refused_and_changes_nothing(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """A hostile annotation stops the container with one clear line; no reservation, port or mount."""
+    before = hugepages_free()
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], {P + "cpus": "0-4294967295"}, env.config_path)
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "bad")
+    assert proc.returncode != 0
+    assert "dpdk-oci-hook: annotation dpdk-oci-hook/cpus: '0-4294967295' is not a whole number" in proc.stderr
+    assert_nothing_left(env, ovs, before)
+
+
+def test_switch_failure_after_mounts_rolls_everything_back(tmp_path: Path, ovs: OvsInstance) -> None:
+    """The switch refuses (no such bridge) after the hugetlbfs was mounted: nothing is left behind."""
+    env = make_env(tmp_path, ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-missing", create_bridge=False)
+    before = hugepages_free()
+    annotations = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], annotations, env.config_path)
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "fails")
+    assert proc.returncode != 0
+    assert "dpdk-oci-hook: switch ovs:" in proc.stderr
+    rolled = [e.get("step") for e in env.events() if e["event"] == "rolled back"]
+    assert rolled == ["mounts", "socket dir", "ledger entry"]
+    assert_nothing_left(env, ovs, before)
+
+
+def test_corrupt_ledger_fails_closed(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """A tampered ledger makes the hook refuse the container and keep the evidence."""
+    env.state_dir.mkdir(parents=True)
+    ledger = env.state_dir / "ledger.json"
+    ledger.write_text('{"format": 1, "checksum": "0", "entries": {}}')
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], {P + "cpus": "1"}, env.config_path)
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "corrupt")
+    assert proc.returncode != 0
+    assert "ledger" in proc.stderr and "corrupt (checksum mismatch)" in proc.stderr and "gc --rebuild" in proc.stderr
+    assert ledger.read_text() == '{"format": 1, "checksum": "0", "entries": {}}'
+
+
+def test_poststop_is_idempotent(env: HookEnv) -> None:
+    """poststop with no prestart before it, or twice, succeeds and changes nothing."""
+    state = json.dumps({"ociVersion": "1.0.2", "id": "never-started", "status": "stopped", "bundle": "/nonexistent",
+                        "annotations": {P + "cpus": "1"}})
+    for _ in range(2):
+        proc = env.run("poststop", stdin=state)
+        assert proc.returncode == 0, proc.stderr
+    assert env.ledger() == {}
+
+
+def test_gc_frees_what_dead_containers_left(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """A container killed without poststop leaves a reservation and a port; gc frees both, from each side."""
+    before = hugepages_free()
+    annotations = {P + "vhost-user": "1", P + "hugepages": "32Mi", P + "cpus": "1"}
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/sleep", "60"], annotations, env.config_path, hook_stages=("createRuntime",))
+    runc_root = str(tmp_path / "runc")
+    subprocess.run(["runc", "--root", runc_root, "create", "--bundle", bundle, "orphan"], check=True, timeout=60,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert list(env.ledger()) == ["orphan"]
+        assert len(owned_interfaces(ovs)) == 1
+        # a port tagged for a container the ledger never knew
+        ovs.vsctl("add-port", "br-e2e", "strayport", "--", "set", "Interface", "strayport", "type=dpdkvhostuserclient",
+                  f"options:vhost-server-path={tmp_path}/stray.sock", f'{OWNER}="gone-long-ago"')
+        status = json.loads(env.run("status", "--json").stdout)
+        assert [e["container_id"] for e in status["entries"]] == ["orphan"] and status["entries"][0]["alive"]
+        gc = env.run("gc")
+        assert gc.returncode == 0, gc.stderr
+        assert list(env.ledger()) == ["orphan"], "a live container must survive gc"
+        assert owned_interfaces(ovs) != [] and "strayport" not in owned_interfaces(ovs)
+    finally:
+        subprocess.run(["runc", "--root", runc_root, "delete", "--force", "orphan"], timeout=60, capture_output=True)
+    gc = env.run("gc", "--json")
+    assert gc.returncode == 0, gc.stderr
+    assert json.loads(gc.stdout)["released"] == ["orphan"]
+    assert_nothing_left(env, ovs, before)
+
+
+def test_static_backend_with_host_testpmd(tmp_path: Path) -> None:
+    """As in the DPDK how-to: a host testpmd offers a vhost socket; the hook leases it to a sending container."""
+    sock_dir = tmp_path / "vhost"
+    sock_dir.mkdir()
+    sock = str(sock_dir / "vhost0.sock")
+    env = make_env(tmp_path, backend="static", static_sockets=(sock,))
+    before = hugepages_free()
+    host = HostTestpmd(sock, file_prefix=f"hst{os.getpid()}")
+    try:
+        host.wait_ready()
+        host.start_rx()
+        annotations = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
+        tx = demo.testpmd_command("--forward-mode=txonly --stats-period=1")[2].replace(" -i ", " ")
+        script = f"test -S /var/run/usvhost && test -S /run/dpdk/net0.sock && echo sockets-ok; timeout -s INT 3 sh -c '{tx}'; true"
+        bundle = make_bundle(str(tmp_path / "b"), ["/bin/sh", "-c", script], annotations, env.config_path)
+        proc = run_to_end(str(tmp_path / "runc"), bundle, "static-tx", timeout_s=90)
+        assert "sockets-ok" in proc.stdout, proc.stdout + proc.stderr
+        rx = host.received()
+        assert rx > 1000, "\n".join(host.output[-30:]) + proc.stdout
+        assert env.ledger() == {} and env.socket_entries() == []
+        assert hugetlbfs_mounts() == []
+    finally:
+        host.stop()
+    deadline = time.monotonic() + 10
+    while hugepages_free() != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hugepages_free() == before
