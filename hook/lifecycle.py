@@ -108,18 +108,20 @@ def prestart(state: State, config: Config, log: EventLog) -> Reservation:
     plan = make_plan(res, user)
     undo = Rollback()
     undo.push("ledger entry", lambda: _drop_entry(ledger, config, res))
+    # Each step is all-or-nothing by itself, so its undo is registered only once it succeeded:
+    # undoing a step that did nothing could remove what the runtime mounted at the same path.
     try:
         undo.push("socket dir", lambda: _remove_socket_dir(config, res.container_id, res.socket_dir))
         _write_socket_dir(config, res, plan.files, user)
-        undo.push("mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.mounts]))
         mounts.apply_mounts(state.pid, rootfs, plan.mounts)
+        undo.push("mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.mounts]))
         if res.ports:
             switch = _switch_for(config, res.backend)
-            undo.push("switch ports", lambda: switch.remove_ports(res.container_id, res.ports))
             switch.add_ports(res.container_id, res.ports)
+            undo.push("switch ports", lambda: switch.remove_ports(res.container_id, res.ports))
         if plan.socket_mounts:
-            undo.push("socket mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.socket_mounts]))
             mounts.apply_mounts(state.pid, rootfs, plan.socket_mounts)
+            undo.push("socket mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.socket_mounts]))
         cgroups.pin(state.pid, plan.cpus, plan.mems)
         with ledger.locked() as data:
             res.state = STATE_ACTIVE

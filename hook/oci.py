@@ -93,6 +93,8 @@ def pid_start_time(pid: int) -> int | None:
         return None
     # comm may contain spaces and parentheses: fields start after the last ')'
     fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped: as good as gone
+        return None
     return int(fields[19])
 
 

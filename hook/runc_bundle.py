@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -74,66 +73,73 @@ def make_bundle(
 
 
 class Interactive:
-    """A process with its stdin and stdout piped, whose output lines can be waited for."""
+    """A process with piped stdin, stdout and stderr; its stdout can be waited on.
+
+    stderr is kept apart so log lines never split a prompt that is being waited for.
+    """
 
     def __init__(self, argv: Sequence[str], name: str) -> None:
         self.id = name
-        self.output: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout = ""
+        self.stderr = ""
+        self._cursor = 0
+        self._closed = False
+        self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             close_fds=True,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, "stdout"), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, "stderr"), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        buffer = b""
+    @property
+    def output(self) -> list[str]:
+        return self.stdout.splitlines()
+
+    def _read(self, stream: Any, attr: str) -> None:
         while True:
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            buffer += chunk
-            # testpmd's prompt has no newline: split on newlines and on the prompt
-            while True:
-                cut = min((i for i in (buffer.find(b"\n"), buffer.find(b"testpmd> ")) if i >= 0), default=-1)
-                if cut < 0:
-                    break
-                end = cut + (len(b"testpmd> ") if buffer[cut:].startswith(b"testpmd> ") else 1)
-                line = buffer[:end].decode(errors="replace").rstrip("\n")
-                buffer = buffer[end:]
-                self.output.append(line)
-                self._lines.put(line)
-        if buffer:
-            self.output.append(buffer.decode(errors="replace"))
-            self._lines.put(self.output[-1])
-        self._lines.put(None)
+            chunk = os.read(stream.fileno(), 65536)
+            with self._cond:
+                if not chunk:
+                    if attr == "stdout":
+                        self._closed = True
+                    self._cond.notify_all()
+                    return
+                setattr(self, attr, getattr(self, attr) + chunk.decode(errors="replace"))
+                self._cond.notify_all()
 
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(command.encode() + b"\n")
         self.proc.stdin.flush()
 
+    def _tail(self) -> str:
+        return "\n".join(self.stdout.splitlines()[-40:]) + "\n--- stderr ---\n" + "\n".join(self.stderr.splitlines()[-20:])
+
     def wait_for(self, text: str, timeout_s: float = 30.0) -> str:
-        """Block until an output line contains ``text``; RuntimeError with the output if not."""
+        """Block until stdout shows ``text`` after the previous match; returns that line."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                line = self._lines.get(timeout=max(left, 0.01))
-            except queue.Empty:
-                line = ""
+        with self._cond:
+            while True:
+                found = self.stdout.find(text, self._cursor)
+                if found >= 0:
+                    self._cursor = found + len(text)
+                    line_start = self.stdout.rfind("\n", 0, found) + 1
+                    line_end = self.stdout.find("\n", found)
+                    return self.stdout[line_start : line_end if line_end >= 0 else len(self.stdout)]
+                if self._closed:
+                    raise RuntimeError(f"{self.id}: exited before printing {text!r}; output:\n{self._tail()}")
+                left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RuntimeError(f"{self.id}: no {text!r} within {timeout_s} s; output:\n" + "\n".join(self.output[-40:])) from None
-                continue
-            if line is None:
-                raise RuntimeError(f"{self.id}: exited before printing {text!r}; output:\n" + "\n".join(self.output[-40:]))
-            if text in line:
-                return line
+                    raise RuntimeError(f"{self.id}: no {text!r} within {timeout_s} s; output:\n{self._tail()}")
+                self._cond.wait(left)
 
     def kill(self) -> None:
         self.proc.kill()
@@ -148,7 +154,8 @@ class Interactive:
             self.kill()
             return self.proc.wait(timeout=10)
         finally:
-            self._reader.join(timeout=5)
+            for reader in self._readers:
+                reader.join(timeout=5)
 
 
 class Container(Interactive):

@@ -18,6 +18,17 @@ def hugepages_free() -> tuple[int, int]:
     return int(Path(base, "free_hugepages").read_text()), int(Path(base, "resv_hugepages").read_text())
 
 
+def hugepages_mapped_by(pid: int | None) -> int:
+    """2 MiB pages a process maps (OVS grows its DPDK heap as ports come: not ours to give back)."""
+    if pid is None:
+        return 0
+    kib = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Shared_Hugetlb:", "Private_Hugetlb:")):
+            kib += int(line.split()[1])
+    return kib // 2048
+
+
 def hugetlbfs_mounts() -> list[str]:
     """hugetlbfs mount points in the host namespace other than /dev/hugepages."""
     points = []

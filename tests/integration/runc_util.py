@@ -50,7 +50,8 @@ with open(os.path.join(state["bundle"], "config.json")) as f:
 rootfs = root if os.path.isabs(root) else os.path.join(state["bundle"], root)
 with open(os.path.join(here, "hook-mounts.json")) as f:
     spec = json.load(f)
-result = {{"rootfs": rootfs, "pid": state["pid"]}}
+ns = os.stat("/proc/%d/ns/mnt" % state["pid"])
+result = {{"rootfs": rootfs, "pid": state["pid"], "mnt_ns": [ns.st_dev, ns.st_ino]}}
 result["watch_before"] = {{w: snapshot(w) for w in spec["watch"]}}
 try:
     apply_mounts(state["pid"], rootfs, [Mount(**m) for m in spec["mounts"]])
@@ -110,6 +111,20 @@ def host_mounts() -> list[tuple[str, str]]:
 def under(path: str, top: str | os.PathLike[str]) -> bool:
     top = str(top).rstrip("/")
     return path == top or path.startswith(top + "/")
+
+
+def processes_in_mnt_ns(ns: list[int]) -> list[int]:
+    """Pids whose mount namespace is ``ns`` ([st_dev, st_ino] of its /proc/PID/ns/mnt)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                st = os.stat(f"/proc/{entry}/ns/mnt")
+            except OSError:
+                continue
+            if [st.st_dev, st.st_ino] == ns:
+                found.append(int(entry))
+    return found
 
 
 def hugepages() -> tuple[int, int]:

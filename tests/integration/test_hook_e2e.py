@@ -13,7 +13,7 @@ import pytest
 
 from hook import demo
 from hook.runc_bundle import make_bundle, run_to_end
-from tests.integration.hook_env import HookEnv, HostTestpmd, hugepages_free, hugetlbfs_mounts, make_env
+from tests.integration.hook_env import HookEnv, HostTestpmd, hugepages_free, hugepages_mapped_by, hugetlbfs_mounts, make_env
 from tests.ovs_instance import OvsInstance
 
 pytestmark = [
@@ -29,16 +29,22 @@ def owned_interfaces(ovs: OvsInstance) -> list[str]:
     return sorted(out.split())
 
 
-def assert_nothing_left(env: HookEnv, ovs: OvsInstance | None, before: tuple[int, int]) -> None:
+def pool_state(ovs: OvsInstance | None) -> tuple[int, int, tuple[str, ...]]:
+    """(free pages + pages OVS maps itself, reserved pages, extra hugetlbfs mounts): what the hook must give back."""
+    free, reserved = hugepages_free()
+    return free + hugepages_mapped_by(ovs.pid("ovs-vswitchd") if ovs else None), reserved, tuple(hugetlbfs_mounts())
+
+
+def assert_nothing_left(env: HookEnv, ovs: OvsInstance | None, before: tuple[int, int, tuple[str, ...]]) -> None:
     assert env.ledger() == {}
     assert env.socket_entries() == []
-    assert hugetlbfs_mounts() == []
+    assert tuple(hugetlbfs_mounts()) == before[2]
     if ovs is not None:
         assert owned_interfaces(ovs) == []
     deadline = time.monotonic() + 10  # the namespace (and its hugetlbfs) goes a moment after the process
-    while hugepages_free() != before and time.monotonic() < deadline:
+    while pool_state(ovs) != before and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert hugepages_free() == before
+    assert pool_state(ovs) == before
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def env(tmp_path: Path, ovs: OvsInstance) -> HookEnv:
 
 def test_two_containers_pass_packets_over_ovs(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
     """A txonly and an rxonly container wired by the hook exchange packets through OVS; nothing is left after."""
-    before = hugepages_free()
+    before = pool_state(ovs)
     seen: list[str] = []
     result = demo.run_demo(env.config_path, workdir=str(tmp_path / "demo"), say=seen.append)
     assert result.tx_packets > 1000, "\n".join(result.tx_output[-30:])
@@ -61,7 +67,7 @@ def test_two_containers_pass_packets_over_ovs(env: HookEnv, ovs: OvsInstance, tm
 
 def test_container_sees_its_layout(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
     """Inside: eal.args, config.json, a capped private hugetlbfs, and the pinned cores."""
-    before = hugepages_free()
+    before = pool_state(ovs)
     script = (
         "cat /run/dpdk/eal.args; cat /run/dpdk/config.json; stat -f -c 'fs=%T' /dev/hugepages; "
         "grep Cpus_allowed_list /proc/self/status; ls /run/dpdk"
@@ -92,7 +98,7 @@ def test_container_without_annotations_is_untouched(env: HookEnv, tmp_path: Path
 
 def test_bad_annotation_is_refused_and_changes_nothing(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
     """A hostile annotation stops the container with one clear line; no reservation, port or mount."""
-    before = hugepages_free()
+    before = pool_state(ovs)
     bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], {P + "cpus": "0-4294967295"}, env.config_path)
     proc = run_to_end(str(tmp_path / "runc"), bundle, "bad")
     assert proc.returncode != 0
@@ -103,7 +109,7 @@ def test_bad_annotation_is_refused_and_changes_nothing(env: HookEnv, ovs: OvsIns
 def test_switch_failure_after_mounts_rolls_everything_back(tmp_path: Path, ovs: OvsInstance) -> None:
     """The switch refuses (no such bridge) after the hugetlbfs was mounted: nothing is left behind."""
     env = make_env(tmp_path, ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-missing", create_bridge=False)
-    before = hugepages_free()
+    before = pool_state(ovs)
     annotations = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
     bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], annotations, env.config_path)
     proc = run_to_end(str(tmp_path / "runc"), bundle, "fails")
@@ -138,7 +144,7 @@ def test_poststop_is_idempotent(env: HookEnv) -> None:
 
 def test_gc_frees_what_dead_containers_left(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
     """A container killed without poststop leaves a reservation and a port; gc frees both, from each side."""
-    before = hugepages_free()
+    before = pool_state(ovs)
     annotations = {P + "vhost-user": "1", P + "hugepages": "32Mi", P + "cpus": "1"}
     bundle = make_bundle(str(tmp_path / "b"), ["/bin/sleep", "60"], annotations, env.config_path, hook_stages=("createRuntime",))
     runc_root = str(tmp_path / "runc")
@@ -170,7 +176,7 @@ def test_static_backend_with_host_testpmd(tmp_path: Path) -> None:
     sock_dir.mkdir()
     sock = str(sock_dir / "vhost0.sock")
     env = make_env(tmp_path, backend="static", static_sockets=(sock,))
-    before = hugepages_free()
+    before = pool_state(None)
     host = HostTestpmd(sock, file_prefix=f"hst{os.getpid()}")
     try:
         host.wait_ready()
@@ -183,11 +189,6 @@ def test_static_backend_with_host_testpmd(tmp_path: Path) -> None:
         assert "sockets-ok" in proc.stdout, proc.stdout + proc.stderr
         rx = host.received()
         assert rx > 1000, "\n".join(host.output[-30:]) + proc.stdout
-        assert env.ledger() == {} and env.socket_entries() == []
-        assert hugetlbfs_mounts() == []
     finally:
         host.stop()
-    deadline = time.monotonic() + 10
-    while hugepages_free() != before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert hugepages_free() == before
+    assert_nothing_left(env, None, before)
