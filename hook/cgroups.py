@@ -40,6 +40,8 @@ def cgroup_dirs(pid: int) -> list[str]:
         raise CgroupError(path=f"/proc/{pid}/cgroup", reason=exc.strerror or str(exc)) from exc
     for line in lines:
         _, controllers, path = line.split(":", 2)
+        if path == "/":  # the host's root cgroup is not the container's to change
+            continue
         if v1_root and "cpuset" in controllers.split(","):
             dirs.append(os.path.join(v1_root, path.lstrip("/")))
         elif controllers == "" and v2_root:

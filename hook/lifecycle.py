@@ -165,24 +165,17 @@ def release(container_id: str, config: Config, log: EventLog) -> bool:
 
 
 def _release_leftovers(container_id: str, config: Config, log: EventLog) -> bool:
-    """No ledger entry: still remove what owner tags or the socket dir say is this container's."""
-    found = False
+    """No ledger entry (refused at prestart, or released already): remove a stray socket dir.
+
+    Switch ports without an entry are left to ``gc``: asking the switch here would make every
+    refused container's poststop pay for (and depend on) a switch round trip.
+    """
     key_dir = os.path.join(config.socket_root, container_key(container_id)[:16])
     if os.path.exists(key_dir) or os.path.exists(marker_path(config, container_id)):
         _remove_socket_dir(config, container_id, key_dir)
-        found = True
-    if config.switch.backend == "ovs":
-        switch = make_switch(config.switch)
-        names = switch.owned_ports().get(container_id, [])
-        if names:
-            from hook.switch.ovs import OvsSwitch
-
-            assert isinstance(switch, OvsSwitch)
-            switch.remove_port_names(names)
-            found = True
-    if found:
-        log.warning("released leftovers without a ledger entry")
-    return found
+        log.warning("removed a socket dir without a ledger entry")
+        return True
+    return False
 
 
 @dataclass
@@ -210,11 +203,14 @@ def gc(config: Config, log: EventLog, live: Callable[[Reservation], bool] | None
                 report.errors.append(f"{cid}: {exc}")
     known = set(ledger.snapshot())
     if config.switch.backend == "ovs":
+        from hook.switch.ovs import OvsSwitch
+
         try:
             switch = make_switch(config.switch)
             for cid, names in switch.owned_ports().items():
                 if cid not in known:
-                    switch.remove_port_names(names)  # type: ignore[attr-defined]
+                    assert isinstance(switch, OvsSwitch)
+                    switch.remove_port_names(names)
                     report.orphan_ports[cid] = names
         except HookError as exc:
             report.errors.append(str(exc))

@@ -114,11 +114,16 @@ def is_ours(spec: Any) -> bool:
 
 
 def hook_entry(stage: str, python: str, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The OCI hook entry that runs the hook stage under ``python``, isolated, with an explicit env."""
+    """The OCI hook entry that runs the hook stage under ``python``, isolated, with an explicit env.
+
+    ``args[0]`` is the interpreter's full path on purpose: given a bare ``python3``, CPython
+    finds "itself" by searching PATH (``/usr/bin/python3``) and loses the virtual
+    environment the hook is installed in.
+    """
     env = [HOOK_PATH] + [f"{name}={environ[name]}" for name in PASS_ENV if environ.get(name)]
     return {
         "path": python,
-        "args": ["python3", "-I", "-m", "hook", stage],
+        "args": [python, "-I", "-m", "hook", stage],
         "env": env,
         "timeout": HOOK_TIMEOUT_S,
     }

@@ -192,3 +192,71 @@ def test_static_backend_with_host_testpmd(tmp_path: Path) -> None:
     finally:
         host.stop()
     assert_nothing_left(env, None, before)
+
+
+def test_malicious_rootfs_symlinks_stay_inside(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """An image whose /run and /var/run point at host directories cannot make the hook touch them."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "marker").write_text("host data")
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/sh", "-c", "ls /run/dpdk && cat /run/dpdk/eal.args"],
+                         {P + "vhost-user": '[{"mode":"client"}]', P + "hugepages": "32Mi"}, env.config_path)
+    rootfs = Path(bundle, "rootfs")
+    os.rmdir(rootfs / "run")
+    (rootfs / "run").symlink_to(victim)  # absolute: resolved inside the rootfs, so rootfs/<victim path>
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "evil")
+    assert sorted(os.listdir(victim)) == ["marker"] and (victim / "marker").read_text() == "host data"
+    assert str(victim) not in Path("/proc/self/mounts").read_text()
+    if proc.returncode == 0:  # mounted inside the rootfs, where the symlink leads within it
+        assert "eal.args" in proc.stdout and (rootfs / str(victim).lstrip("/")).is_dir()
+    else:
+        assert "dpdk-oci-hook: mount" in proc.stderr
+    assert env.ledger() == {} and owned_interfaces(ovs) == []
+
+
+def test_fifty_concurrent_prestarts(tmp_path: Path) -> None:
+    """50 hooks at once for containers wanting the single pool core or 4Mi of a 40Mi budget: no core or page is given twice."""
+    env = make_env(tmp_path, pool="0", budget="40Mi")
+    sleepers: list[subprocess.Popen[bytes]] = []
+    try:
+        states = []
+        for i in range(50):
+            rootfs = tmp_path / f"r{i}"
+            rootfs.mkdir()
+            # a stand-in container: its own mount namespace, like runc's before pivot_root
+            proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "120"])
+            sleepers.append(proc)
+            annotations = {P + "cpus": "1"} if i % 2 else {P + "hugepages": "4Mi"}
+            bundle = tmp_path / f"b{i}"
+            bundle.mkdir()
+            (bundle / "config.json").write_text(json.dumps({"root": {"path": str(rootfs)}, "annotations": annotations}))
+            states.append(json.dumps({"ociVersion": "1.0.2", "id": f"c{i}", "pid": proc.pid, "bundle": str(bundle), "annotations": annotations}))
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p.pid}/ns/mnt").resolve() == Path("/proc/self/ns/mnt").resolve() for p in sleepers):
+            assert time.monotonic() < deadline, "unshare did not enter its namespace"
+            time.sleep(0.05)
+        hook_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": env.config_path}
+        hooks = [subprocess.Popen([__import__("sys").executable, "-I", "-m", "hook", "createRuntime"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=hook_env, cwd="/") for _ in states]
+        for hook, state in zip(hooks, states, strict=True):
+            assert hook.stdin is not None
+            hook.stdin.write(state.encode())
+            hook.stdin.close()
+        results = [(h.wait(timeout=120), h.stderr.read().decode() if h.stderr else "") for h in hooks]
+        ok = [i for i, (rc, _) in enumerate(results) if rc == 0]
+        refused = [err for rc, err in results if rc != 0]
+        assert [err for err in refused if "not enough" not in err] == []
+        ledger = env.ledger()
+        assert len(ledger) == len(ok) == 1 + 10
+        cores = [c for e in ledger.values() for c in e["cpus"]]  # type: ignore[index]
+        assert cores == [0]
+        assert sum(e["hugepages_mib"] for e in ledger.values()) == 40  # type: ignore[index]
+        lock_held = [e["lock_held_ms"] for e in env.events() if e["event"] == "reserved"]
+        assert len(lock_held) == 11
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+    for i in range(50):
+        assert env.run("poststop", stdin=json.dumps({"id": f"c{i}", "bundle": str(tmp_path / f"b{i}"), "annotations": {P + "cpus": "1"}})).returncode == 0
+    assert env.ledger() == {} and env.socket_entries() == []
