@@ -260,3 +260,49 @@ def test_fifty_concurrent_prestarts(tmp_path: Path) -> None:
     for i in range(50):
         assert env.run("poststop", stdin=json.dumps({"id": f"c{i}", "bundle": str(tmp_path / f"b{i}"), "annotations": {P + "cpus": "1"}})).returncode == 0
     assert env.ledger() == {} and env.socket_entries() == []
+
+
+def test_pool_grows_on_demand_and_shrinks_back(tmp_path: Path) -> None:
+    """With grow_pool, a request beyond the free pages grows the kernel pool and release gives it back."""
+    knob = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+    original = int(knob.read_text())
+    free, reserved = hugepages_free()
+    in_use = original - free + reserved
+    try:
+        knob.write_text(str(in_use + 8))  # only 8 unclaimed pages left
+        lowered = int(knob.read_text())
+        env = make_env(tmp_path, grow_pool=True, budget="1Gi")
+        bundle = make_bundle(str(tmp_path / "b"), ["/bin/sh", "-c", "stat -f -c 'blocks=%b' /dev/hugepages"], {P + "hugepages": "64Mi"},
+                             env.config_path)
+        proc = run_to_end(str(tmp_path / "runc"), bundle, "grow")
+        assert proc.returncode == 0, proc.stderr
+        assert "blocks=32" in proc.stdout
+        grown = [e for e in env.events() if e["event"] == "reserved"]
+        assert grown[0]["grown_pages"] == 32 - 8
+        assert int(knob.read_text()) == lowered
+        assert env.ledger() == {}
+    finally:
+        knob.write_text(str(original))
+
+
+def test_gc_rebuild_recovers_a_corrupt_ledger(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """gc --rebuild keeps the reservations of live containers (from their owner records) and frees the rest."""
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/sleep", "60"], {P + "vhost-user": "1", P + "hugepages": "32Mi", P + "cpus": "1"},
+                         env.config_path, hook_stages=("createRuntime", "poststop"))
+    runc_root = str(tmp_path / "runc")
+    subprocess.run(["runc", "--root", runc_root, "create", "--bundle", bundle, "live"], check=True, timeout=60,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ledger = env.state_dir / "ledger.json"
+        ledger.write_text(ledger.read_text().replace('"cpus": [\n', '"cpus": [\n    1,\n', 1))  # tampered
+        refused = env.run("status")
+        assert refused.returncode == 5 and "corrupt" in refused.stderr
+        rebuilt = env.run("gc", "--rebuild")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert "ledger rebuilt with 1 live container(s)" in rebuilt.stdout
+        entries = env.ledger()
+        assert list(entries) == ["live"] and entries["live"]["cpus"] == [0]  # type: ignore[index]
+        assert any(name.startswith("ledger.json.corrupt-") for name in os.listdir(env.state_dir))
+    finally:
+        subprocess.run(["runc", "--root", runc_root, "delete", "--force", "live"], timeout=60, capture_output=True)
+    assert env.ledger() == {} and owned_interfaces(ovs) == []
