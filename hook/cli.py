@@ -138,10 +138,10 @@ def cmd_status(args: Any) -> int:
 def cmd_gc(args: Any) -> int:
     from hook import config as config_mod
     from hook import lifecycle
-    from hook.log import EventLog
+    from hook.log import admin_log
 
     config = config_mod.load(args.config)
-    log = EventLog(config.log_file, stage="gc")
+    log = admin_log(config.log_file, stage="gc")
     if args.rebuild:
         entries, aside = lifecycle.rebuild(config, log)
         sys.stdout.write(f"ledger rebuilt with {len(entries)} live container(s); old ledger kept at {aside}\n")

@@ -189,7 +189,7 @@ def containerd_merge(text: str | None, shim: str, path: str = "config.toml") -> 
     if block == new_block:
         return original
     if block is None:
-        sep = "" if not before or before.endswith("\n\n") else ("\n" if before.endswith("\n") else "\n\n")
+        sep = "" if not before else ("\n" if before.endswith("\n") else "\n\n")  # one blank line before it
         merged = before + sep + new_block
     else:
         merged = before + new_block + after
@@ -219,7 +219,7 @@ def containerd_unmerge(text: str) -> str | None:
     if block is None:
         return text
     if before.endswith("\n\n") and not after:
-        before = before[:-1]  # the blank line we put in front
+        before = before[:-1]  # the blank line we put in front (a file without a final newline gets one)
     rest = before + after
     return None if rest.strip() in ("", "version = 2") else rest
 

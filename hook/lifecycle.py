@@ -18,7 +18,7 @@ from hook.allocate import allocate, container_key
 from hook.config import Config
 from hook.errors import HookError, StateError
 from hook.ledger import Ledger
-from hook.log import EventLog
+from hook.log import Log
 from hook.model import STATE_ACTIVE, STATE_RELEASING, Reservation
 from hook.oci import State, pid_start_time, process_alive, process_user, read_bundle_config, rootfs_path
 from hook.plan import ContainerUser, make_plan
@@ -43,7 +43,7 @@ class Rollback:
     def push(self, what: str, undo: Callable[[], None]) -> None:
         self.steps.append((what, undo))
 
-    def run(self, log: EventLog) -> None:
+    def run(self, log: Log) -> None:
         for what, undo in reversed(self.steps):
             try:
                 undo()
@@ -75,7 +75,7 @@ def _remove_socket_dir(config: Config, container_id: str, socket_dir: str) -> No
         pass
 
 
-def prestart(state: State, config: Config, log: EventLog) -> Reservation:
+def prestart(state: State, config: Config, log: Log) -> Reservation:
     """Reserve, plan and apply for one container; on any failure leave nothing behind."""
     from hook import cgroups, hugepages, mounts
     from hook.topology import read_topology
@@ -142,7 +142,7 @@ def _drop_entry(ledger: Ledger, config: Config, res: Reservation) -> None:
             hugepages.shrink(res.numa_node, res.hugepage_size_kib, res.grown_pages)
 
 
-def release(container_id: str, config: Config, log: EventLog) -> bool:
+def release(container_id: str, config: Config, log: Log) -> bool:
     """Free everything a container holds; idempotent.  True if it held anything.
 
     Trusts the ledger (and owner tags), never the container's annotations.
@@ -164,7 +164,7 @@ def release(container_id: str, config: Config, log: EventLog) -> bool:
     return True
 
 
-def _release_leftovers(container_id: str, config: Config, log: EventLog) -> bool:
+def _release_leftovers(container_id: str, config: Config, log: Log) -> bool:
     """No ledger entry (refused at prestart, or released already): remove a stray socket dir.
 
     Switch ports without an entry are left to ``gc``: asking the switch here would make every
@@ -188,7 +188,7 @@ class GcReport:
     errors: list[str] = field(default_factory=list)
 
 
-def gc(config: Config, log: EventLog, live: Callable[[Reservation], bool] | None = None) -> GcReport:
+def gc(config: Config, log: Log, live: Callable[[Reservation], bool] | None = None) -> GcReport:
     """Free what belongs to containers that no longer exist, from every side."""
     alive = live or (lambda res: process_alive(res.pid, res.pid_start))
     report = GcReport()
@@ -232,7 +232,7 @@ def gc(config: Config, log: EventLog, live: Callable[[Reservation], bool] | None
     return report
 
 
-def rebuild(config: Config, log: EventLog) -> tuple[dict[str, Reservation], str | None]:
+def rebuild(config: Config, log: Log) -> tuple[dict[str, Reservation], str | None]:
     """Rebuild a corrupt ledger from the owner records of containers that still run."""
     entries: dict[str, Reservation] = {}
     try:

@@ -12,7 +12,17 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
+
+
+class Log(Protocol):
+    """What the lifecycle needs from a logger: EventLog on the hot path, structlog elsewhere."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+    def error(self, event: str, **fields: Any) -> Any: ...
 
 
 class EventLog:
@@ -54,3 +64,22 @@ class EventLog:
 
     def error(self, event: str, **fields: Any) -> None:
         self._write("error", event, fields)
+
+
+def admin_log(path: str | None, **bound: Any) -> Log:
+    """A structlog logger writing the same JSON lines, for the admin commands (off the hot path)."""
+    import structlog
+
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.JSONRenderer(default=str),
+    ]
+    if not path:
+        return structlog.wrap_logger(structlog.ReturnLogger(), processors=processors).bind(**bound)
+    try:
+        sink = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the command
+    except OSError as exc:
+        sys.stderr.write(f"dpdk-oci-hook: cannot write log {path}: {exc.strerror}\n")
+        return structlog.wrap_logger(structlog.ReturnLogger(), processors=processors).bind(**bound)
+    return structlog.wrap_logger(structlog.WriteLogger(sink), processors=processors).bind(**bound)
