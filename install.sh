@@ -166,6 +166,8 @@ limits {
 EOF
 }
 
+dpdk_initialized() { [ "$(ovs-vsctl --timeout=3 get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ]; }
+
 start_embedded_switch() {
     step "embedded OVS-DPDK switch"
     if [ "$SWITCH" = 0 ]; then note "skipped (--no-switch)"; return; fi
@@ -173,22 +175,28 @@ start_embedded_switch() {
     if ovs_running; then
         note "an OVS is running: using it"
     else
-        local pmd; pmd=$(pmd_core)
         run ovs-ctl --no-ovs-vswitchd --system-id=random start
-        # a small pool, no NIC, one PMD core that sleeps when idle (OVS >= 3.1)
-        run ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
-            other_config:dpdk-extra="--no-pci" other_config:dpdk-socket-mem=256 \
-            "other_config:pmd-cpu-mask=$(printf '0x%x' $((1 << pmd)))" other_config:pmd-maxsleep=10000
-        run ovs-ctl --no-ovsdb-server start
         [ "$DRY" = 1 ] || echo "started_ovs=1" >>"$STATE_FILE"
     fi
+    if [ "$DRY" = 0 ] && dpdk_initialized; then
+        note "DPDK already initialized in OVS"
+    else
+        if [ -z "$(ovs-vsctl --timeout=3 --if-exists get Open_vSwitch . other_config:dpdk-init 2>/dev/null)" ]; then
+            local pmd; pmd=$(pmd_core)
+            note "enabling DPDK in OVS: no NIC, 256 MiB, PMD on CPU $pmd sleeping when idle"
+            run ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
+                other_config:dpdk-extra="--no-pci" other_config:dpdk-socket-mem=256 \
+                "other_config:pmd-cpu-mask=$(printf '0x%x' $((1 << pmd)))" other_config:pmd-maxsleep=10000
+        fi
+        if [ -d /run/systemd/system ] && systemctl is-active -q ovs-vswitchd 2>/dev/null; then
+            run systemctl restart ovs-vswitchd
+        else
+            run ovs-ctl --no-ovsdb-server restart
+        fi
+    fi
     if [ "$DRY" = 0 ]; then
-        for _ in $(seq 1 30); do
-            [ "$(ovs-vsctl --timeout=3 get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ] && break
-            sleep 1
-        done
-        [ "$(ovs-vsctl --timeout=3 get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ] \
-            || { echo "install.sh: OVS is running but DPDK is not initialized (see /var/log/openvswitch/ovs-vswitchd.log)" >&2; exit 1; }
+        for _ in $(seq 1 30); do dpdk_initialized && break; sleep 1; done
+        dpdk_initialized || { echo "install.sh: OVS runs but DPDK did not initialize (see /var/log/openvswitch/ovs-vswitchd.log)" >&2; exit 1; }
         note "DPDK initialized"
     fi
     run ovs-vsctl --timeout=5 --may-exist add-br "$BRIDGE" -- set bridge "$BRIDGE" datapath_type=netdev
