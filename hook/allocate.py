@@ -18,6 +18,7 @@ from hook.model import (
     MODE_CLIENT,
     MODE_SERVER,
     STATE_PENDING,
+    KernelPortSpec,
     PortLease,
     Request,
     Reservation,
@@ -46,8 +47,13 @@ def port_name(container_id: str, index: int) -> str:
     return f"dpk{container_key(container_id)[:9]}n{index}"
 
 
-def default_mac(container_id: str, index: int) -> str:
-    """A stable, locally administered unicast MAC for a port."""
+def kernel_port_name(container_id: str, index: int) -> str:
+    """The host end of a kernel port's veth: at most 15 characters."""
+    return f"dpv{container_key(container_id)[:9]}k{index}"
+
+
+def default_mac(container_id: str, index: int | str) -> str:
+    """A stable, locally administered unicast MAC for a port (kernel ports use index "k<i>")."""
     digest = hashlib.sha256(f"{container_id}/{index}".encode("utf-8", "surrogatepass")).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
@@ -164,6 +170,30 @@ def _ports(request: Request, config: Config, entries: dict[str, Reservation], co
     return leases
 
 
+def _kernel_ports(request: Request, config: Config, entries: dict[str, Reservation], container_id: str) -> list[KernelPortSpec]:
+    if request.kernel_ports and config.switch.backend != "ovs":
+        raise AnnotationError(key="dpdk-oci-hook/kernel-ports", reason="kernel ports need the ovs switch backend")
+    held = {k.host_name: cid for cid, res in entries.items() if cid != container_id for k in res.kernel_ports}
+    specs = []
+    for index, want in enumerate(request.kernel_ports):
+        name = kernel_port_name(container_id, index)
+        if name in held:
+            raise ResourceExhausted(resource=f"port name {name} (held by {held[name]!r})", wanted=1, available=0)
+        specs.append(
+            KernelPortSpec(
+                index=index,
+                host_name=name,
+                ifname=want.name,
+                bridge=want.bridge or config.switch.bridge,
+                mac=want.mac or default_mac(container_id, f"k{index}"),
+                mtu=want.mtu,
+                addresses=want.addresses,
+                routes=want.routes,
+            )
+        )
+    return specs
+
+
 def allocate(
     request: Request,
     config: Config,
@@ -190,5 +220,6 @@ def allocate(
         ports=_ports(request, config, entries, container_id, sock_dir),
         grown_pages=grow,
         created=now,
+        kernel_ports=_kernel_ports(request, config, entries, container_id),
     )
     return Decision(reservation, grow)

@@ -11,11 +11,11 @@ from typing import Any
 
 from hook.config import Limits
 from hook.errors import AnnotationError
-from hook.model import MODES, PortRequest, Request
+from hook.model import MODES, KernelPortRequest, PortRequest, Request
 from hook.units import format_size_kib, parse_size_kib
 
 PREFIX = "dpdk-oci-hook/"
-KEYS = ("vhost-user", "cpus", "hugepages", "hugepage-size", "numa-node")
+KEYS = ("vhost-user", "kernel-ports", "cpus", "hugepages", "hugepage-size", "numa-node")
 MAX_VALUE_BYTES = 4096
 MAX_NUMA_NODE = 1023
 PORT_FIELDS = ("bridge", "queues", "mac", "mtu", "vlan", "mode")
@@ -37,7 +37,7 @@ def _count(key: str, text: str, low: int, high: int) -> int:
     return value
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for name, value in pairs:
         if name in seen:
@@ -64,15 +64,15 @@ def _int_field(key: str, field: str, value: Any, low: int, high: int) -> int:
     return value
 
 
-def parse_mac(key: str, value: Any) -> str:
+def parse_mac(key: str, value: Any, where: str = "mac") -> str:
     """A unicast, non-zero MAC in lower case, or AnnotationError."""
     parts = value.lower().split(":") if isinstance(value, str) else []
     if len(parts) != 6 or not all(len(p) == 2 and set(p) <= _HEX for p in parts):
-        raise AnnotationError(key=key, reason=f"mac {str(value)[:40]!r} is not like 02:00:00:00:00:01")
+        raise AnnotationError(key=key, reason=f"{where} {str(value)[:40]!r} is not like 02:00:00:00:00:01")
     if int(parts[0], 16) & 1:
-        raise AnnotationError(key=key, reason=f"mac {value} is a multicast address")
+        raise AnnotationError(key=key, reason=f"{where} {value} is a multicast address")
     if parts == ["00"] * 6:
-        raise AnnotationError(key=key, reason="mac 00:00:00:00:00:00 is not usable")
+        raise AnnotationError(key=key, reason=f"{where} 00:00:00:00:00:00 is not usable")
     return ":".join(parts)
 
 
@@ -104,9 +104,11 @@ def _ports(key: str, text: str, limits: Limits) -> tuple[PortRequest, ...]:
         count = _count(key, stripped, 0, limits.max_ports)
         return tuple(PortRequest() for _ in range(count))
     try:
-        raw = json.loads(stripped, object_pairs_hook=_reject_duplicate_keys)
+        raw = json.loads(stripped, object_pairs_hook=reject_duplicate_keys)
     except ValueError as exc:
         raise AnnotationError(key=key, reason=f"not a count or a JSON list of ports: {exc}") from exc
+    except RecursionError:
+        raise AnnotationError(key=key, reason="JSON nested too deeply") from None
     if not isinstance(raw, list):
         raise AnnotationError(key=key, reason="must be a count or a JSON list of port objects")
     if len(raw) > limits.max_ports:
@@ -163,12 +165,23 @@ def parse(annotations: dict[str, Any], limits: Limits, default_page_kib: int) ->
     node_text = get("numa-node")
     node = _count(PREFIX + "numa-node", node_text, 0, MAX_NUMA_NODE) if node_text is not None else None
 
-    if not (ports or cpus or huge_kib):
-        raise AnnotationError(key=PREFIX + "*", reason="asks for nothing: give vhost-user, cpus or hugepages")
+    kernel_text = get("kernel-ports")
+    kernel_ports: tuple[KernelPortRequest, ...] = ()
+    if kernel_text is not None:
+        from hook.kernelports import parse_kernel_ports  # only containers that ask pay for it
+
+        kernel_ports = parse_kernel_ports(PREFIX + "kernel-ports", kernel_text, limits.max_ports)
+        if len(kernel_ports) + len(ports) > limits.max_ports:
+            reason = f"{len(ports)} vhost-user and {len(kernel_ports)} kernel ports are more than the limit of {limits.max_ports}"
+            raise AnnotationError(key=PREFIX + "kernel-ports", reason=reason)
+
+    if not (ports or kernel_ports or cpus or huge_kib):
+        raise AnnotationError(key=PREFIX + "*", reason="asks for nothing: give vhost-user, kernel-ports, cpus or hugepages")
     return Request(
         ports=ports,
         cpus=cpus,
         hugepages_mib=huge_kib // 1024,
         hugepage_size_kib=page_kib,
         numa_node=node,
+        kernel_ports=kernel_ports,
     )

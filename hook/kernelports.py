@@ -10,7 +10,8 @@ Decisions worth knowing:
 
 * pyroute2 costs ~150-250 ms to import, so it is imported inside :func:`create`,
   :func:`remove` and :func:`existing` only: containers without kernel ports never load it.
-  This module's own imports are the cheap stdlib ones the hook has already loaded.
+  Importing this module costs ~2-3 ms (two dataclasses): import it only when the
+  annotation is present.
 * Addresses and routes need a netlink socket that lives in the container's namespace.  A
   short-lived thread ``setns()``-es into ``/proc/<pid>/ns/net``, opens the sockets and ends
   (the namespace is per thread; the hook's own threads never move).  That costs < 1 ms,
@@ -18,7 +19,8 @@ Decisions worth knowing:
 * The container end gets transmit checksum offload turned off (``ethtool -K eth1 tx off``,
   which drops TSO with it): the userspace datapath reads frames over AF_PACKET and forwards
   them as they are, so a partial checksum or a 64 KiB TSO frame from the container would
-  reach DPDK ports broken.  The host end gets IPv6 disabled (it is a switch port, it has no
+  reach the other ports broken (with offload on, TCP between two containers does not even
+  connect: the SYN arrives with a bad checksum).  The host end gets IPv6 disabled (it is a switch port, it has no
   business sending router solicitations into the bridge).
 * IPv6 addresses are added with ``IFA_F_NODAD``: the addresses come from the orchestrator,
   and DAD would leave them "tentative" (unbindable) for the first ~2 s of the app's life.
@@ -36,10 +38,11 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
+from hook.annotations import parse_mac, reject_duplicate_keys
 from hook.errors import AnnotationError, SwitchError
+from hook.model import KernelPortRequest, KernelPortSpec
 
 ANNOTATION = "dpdk-oci-hook/kernel-ports"
 FIELDS = ("name", "mac", "mtu", "addresses", "routes", "bridge")
@@ -70,61 +73,7 @@ class KernelPortError(SwitchError):
     msg_fmt = "kernel port {port}: {reason}"
 
 
-@dataclass(frozen=True)
-class KernelPortRequest:
-    """One kernel port as the user asked for it (validated, normalised)."""
-
-    name: str  # interface name inside the container
-    mac: str | None = None
-    mtu: int | None = None
-    addresses: tuple[str, ...] = ()  # "10.0.0.2/24", "fd00::2/64" (normalised)
-    routes: tuple[tuple[str, str], ...] = ()  # (destination network or "default", gateway)
-    bridge: str | None = None
-
-
-@dataclass(frozen=True)
-class KernelPortSpec:
-    """One kernel port to create: everything decided, names made by the hook."""
-
-    index: int
-    host_name: str  # host end of the veth, <= 15 characters, e.g. dpv5e1a9c2b0k0
-    ifname: str  # container end, e.g. eth1
-    bridge: str
-    mac: str | None = None  # None: the kernel picks a random one
-    mtu: int | None = None  # None: the kernel's default (1500)
-    addresses: tuple[str, ...] = ()
-    routes: tuple[tuple[str, str], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "host_name": self.host_name,
-            "ifname": self.ifname,
-            "bridge": self.bridge,
-            "mac": self.mac,
-            "mtu": self.mtu,
-            "addresses": list(self.addresses),
-            "routes": [list(r) for r in self.routes],
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> KernelPortSpec:
-        data = dict(raw)
-        data["addresses"] = tuple(data.get("addresses", ()))
-        data["routes"] = tuple((str(dst), str(via)) for dst, via in data.get("routes", ()))
-        return cls(**data)
-
-
 # --- the annotation (pure) ----------------------------------------------------------------
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in seen:
-            raise ValueError(f"field {name!r} given twice")
-        seen[name] = value
-    return seen
 
 
 def valid_ifname(name: Any) -> bool:
@@ -139,18 +88,11 @@ def valid_ifname(name: Any) -> bool:
 
 
 def _mac(key: str, where: str, value: Any) -> str:
-    parts = value.lower().split(":") if isinstance(value, str) else []
-    if len(parts) != 6 or not all(len(p) == 2 and set(p) <= _HEX for p in parts):
-        raise AnnotationError(key=key, reason=f"{where}: mac {str(value)[:40]!r} is not like 02:00:00:00:00:01")
-    if int(parts[0], 16) & 1:
-        raise AnnotationError(key=key, reason=f"{where}: mac {value} is a multicast address")
-    if parts == ["00"] * 6:
-        raise AnnotationError(key=key, reason=f"{where}: mac 00:00:00:00:00:00 is not usable")
-    return ":".join(parts)
+    return parse_mac(key, value, where=f"{where}: mac")
 
 
 def _ip_text(key: str, where: str, what: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.isascii() or "%" in value or not 0 < len(value) <= 64:
+    if not isinstance(value, str) or not (value.isascii() and value.isprintable()) or " " in value or "%" in value or not 0 < len(value) <= 64:
         raise AnnotationError(key=key, reason=f"{where}: {what} {str(value)[:50]!r} is not an IP address text")
     return value
 
@@ -230,6 +172,8 @@ def _routes(key: str, where: str, raw: Any, ifaces: list[Any]) -> tuple[tuple[st
                 raise AnnotationError(key=key, reason=f"{here}: to {to_text!r} is not \"default\" or a network like 10.1.0.0/16 ({exc})") from None
             if net.version != via.version:
                 raise AnnotationError(key=key, reason=f"{here}: to {net} and via {via} are not the same IP version")
+            if any(net == i.network for i in same_family):
+                raise AnnotationError(key=key, reason=f"{here}: to {net} is the port's own subnet (reachable without a gateway)")
             dst = "default" if net.prefixlen == 0 else str(net)
         routes.append((dst, str(via)))
     return tuple(routes)
@@ -242,6 +186,7 @@ def _port(key: str, index: int, raw: Any) -> KernelPortRequest:
     unknown = sorted(set(raw) - set(FIELDS))
     if unknown:
         raise AnnotationError(key=key, reason=f"{where}: unknown field {unknown[0][:40]!r} (known: {', '.join(FIELDS)})")
+    raw = {k: v for k, v in raw.items() if v is not None}  # null is the same as absent
     name = raw.get("name", f"eth{index + 1}")
     if not valid_ifname(name):
         raise AnnotationError(
@@ -265,7 +210,7 @@ def _port(key: str, index: int, raw: Any) -> KernelPortRequest:
         raise AnnotationError(key=key, reason=f"{where}: mtu {mtu} is below {IPV6_MTU_MIN}, the least IPv6 works with")
     return KernelPortRequest(
         name=name,
-        mac=_mac(key, where, raw["mac"]) if raw.get("mac") is not None else None,
+        mac=_mac(key, where, raw["mac"]) if "mac" in raw else None,
         mtu=mtu,
         addresses=tuple(str(i) for i in ifaces),
         routes=_routes(key, where, raw.get("routes", []), ifaces),
@@ -273,11 +218,13 @@ def _port(key: str, index: int, raw: Any) -> KernelPortRequest:
     )
 
 
-def parse_kernel_ports(key: str, value: str, max_ports: int) -> tuple[KernelPortRequest, ...]:
+def parse_kernel_ports(key: str, value: str, limits_max_ports: int) -> tuple[KernelPortRequest, ...]:
     """Validate the ``kernel-ports`` annotation: a count, or a JSON list of port objects.
 
-    Pure.  Raises AnnotationError(key=key) naming the port and the reason.
+    Pure.  Raises AnnotationError(key=key) naming the port and the reason.  Port ``i``
+    without a name is ``eth<i+1>``; null fields are the same as absent ones.
     """
+    max_ports = limits_max_ports
     text = value.strip()
     if not text.startswith("["):
         if not (text.isascii() and text.isdigit()) or len(text) > 6:
@@ -287,9 +234,11 @@ def parse_kernel_ports(key: str, value: str, max_ports: int) -> tuple[KernelPort
             raise AnnotationError(key=key, reason=f"{count} is outside 0..{max_ports}")
         return tuple(KernelPortRequest(name=f"eth{i + 1}") for i in range(count))
     try:
-        raw = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        raw = json.loads(text, object_pairs_hook=reject_duplicate_keys)
     except ValueError as exc:
         raise AnnotationError(key=key, reason=f"not a count or a JSON list of ports: {exc}") from None
+    except RecursionError:
+        raise AnnotationError(key=key, reason="JSON nested too deeply") from None
     if not isinstance(raw, list):
         raise AnnotationError(key=key, reason="must be a count or a JSON list of port objects")
     if len(raw) > max_ports:
@@ -404,7 +353,7 @@ def _tx_checksum_off(inet_fd: int, ifname: str) -> None:
     import struct
 
     value = array.array("I", [_ETHTOOL_STXCSUM, 0])
-    ifreq = struct.pack("16sP", ifname.encode(), value.buffer_info()[0])
+    ifreq = struct.pack("16sP", ifname.encode(), value.buffer_info()[0]).ljust(40, b"\0")  # sizeof(struct ifreq)
     fcntl.ioctl(inet_fd, _SIOCETHTOOL, ifreq)
 
 

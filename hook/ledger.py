@@ -69,6 +69,10 @@ def check_invariants(entries: dict[str, Reservation]) -> str | None:
             if port.socket_host_path in sockets:
                 return f"socket {port.socket_host_path} is held by both {sockets[port.socket_host_path]!r} and {cid!r}"
             sockets[port.socket_host_path] = cid
+        for kport in res.kernel_ports:
+            if kport.host_name in names:
+                return f"port {kport.host_name} is held by both {names[kport.host_name]!r} and {cid!r}"
+            names[kport.host_name] = cid
         if res.hugepages_mib < 0 or res.grown_pages < 0:
             return f"entry {cid!r} holds a negative amount of hugepages"
     return None

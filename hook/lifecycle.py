@@ -115,10 +115,15 @@ def prestart(state: State, config: Config, log: Log) -> Reservation:
         _write_socket_dir(config, res, plan.files, user)
         mounts.apply_mounts(state.pid, rootfs, plan.mounts)
         undo.push("mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.mounts]))
-        if res.ports:
+        if res.kernel_ports:
+            from hook import kernelports  # pyroute2: only for containers that ask for kernel ports
+
+            kernelports.create(state.pid, res.kernel_ports, owner=res.container_id)
+            undo.push("kernel ports", lambda: kernelports.remove([k.host_name for k in res.kernel_ports]))
+        if res.ports or res.kernel_ports:
             switch = _switch_for(config, res.backend)
-            switch.add_ports(res.container_id, res.ports)
-            undo.push("switch ports", lambda: switch.remove_ports(res.container_id, res.ports))
+            switch.add_ports(res.container_id, res.ports, res.kernel_ports)
+            undo.push("switch ports", lambda: switch.remove_ports(res.container_id, res.ports, res.kernel_ports))
         if plan.socket_mounts:
             mounts.apply_mounts(state.pid, rootfs, plan.socket_mounts)
             undo.push("socket mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.socket_mounts]))
@@ -155,8 +160,12 @@ def release(container_id: str, config: Config, log: Log) -> bool:
             data.put(res)
     if res is None:
         return _release_leftovers(container_id, config, log)
-    if res.ports:
-        _switch_for(config, res.backend).remove_ports(container_id, res.ports)
+    if res.ports or res.kernel_ports:
+        _switch_for(config, res.backend).remove_ports(container_id, res.ports, res.kernel_ports)
+    if res.kernel_ports:  # usually gone with the container's network namespace already
+        from hook import kernelports
+
+        kernelports.remove([k.host_name for k in res.kernel_ports])
     # Our mounts live only in the container's mount namespace and went with it.
     _remove_socket_dir(config, container_id, res.socket_dir)
     _drop_entry(ledger, config, res)
@@ -214,6 +223,15 @@ def gc(config: Config, log: Log, live: Callable[[Reservation], bool] | None = No
                     report.orphan_ports[cid] = names
         except HookError as exc:
             report.errors.append(str(exc))
+    try:
+        from hook import kernelports
+
+        stray = [name for name, owner in kernelports.existing_owners().items() if owner not in known]
+        if stray:
+            kernelports.remove(stray)
+            report.orphan_ports.setdefault("(kernel links)", []).extend(stray)
+    except HookError as exc:
+        report.errors.append(str(exc))
     known_keys = {container_key(cid)[:16] for cid in known}
     try:
         names = os.listdir(config.socket_root)

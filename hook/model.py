@@ -36,6 +36,51 @@ class PortRequest:
 
 
 @dataclass(frozen=True)
+class KernelPortRequest:
+    """One kernel port as the user asked for it (validated, normalised)."""
+
+    name: str  # interface name inside the container
+    mac: str | None = None
+    mtu: int | None = None
+    addresses: tuple[str, ...] = ()  # "10.0.0.2/24", "fd00::2/64" (normalised)
+    routes: tuple[tuple[str, str], ...] = ()  # (destination network or "default", gateway)
+    bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelPortSpec:
+    """One kernel port to create: everything decided, names made by the hook."""
+
+    index: int
+    host_name: str  # host end of the veth, <= 15 characters, e.g. dpv5e1a9c2b0k0
+    ifname: str  # container end, e.g. eth1
+    bridge: str
+    mac: str | None = None  # None: the kernel picks a random one
+    mtu: int | None = None  # None: the kernel's default (1500)
+    addresses: tuple[str, ...] = ()
+    routes: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "host_name": self.host_name,
+            "ifname": self.ifname,
+            "bridge": self.bridge,
+            "mac": self.mac,
+            "mtu": self.mtu,
+            "addresses": list(self.addresses),
+            "routes": [list(r) for r in self.routes],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> KernelPortSpec:
+        data = dict(raw)
+        data["addresses"] = tuple(data.get("addresses", ()))
+        data["routes"] = tuple((str(dst), str(via)) for dst, via in data.get("routes", ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Request:
     """What a container asks for, validated from its annotations."""
 
@@ -44,6 +89,7 @@ class Request:
     hugepages_mib: int = 0
     hugepage_size_kib: int | None = None
     numa_node: int | None = None
+    kernel_ports: tuple[KernelPortRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,14 +126,18 @@ class Reservation:
     pid_start: int | None = None
     grown_pages: int = 0
     created: float = 0.0
+    kernel_ports: list[KernelPortSpec] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        raw["kernel_ports"] = [k.to_dict() for k in self.kernel_ports]
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Reservation:
         data = dict(raw)
         data["ports"] = [PortLease(**p) for p in data.get("ports", [])]
+        data["kernel_ports"] = [KernelPortSpec.from_dict(k) for k in data.get("kernel_ports", [])]
         return cls(**data)
 
 

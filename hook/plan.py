@@ -86,6 +86,11 @@ def app_config(res: Reservation, args: tuple[str, ...]) -> dict[str, object]:
             }
             for p in res.ports
         ],
+        "kernel_ports": [
+            {"name": k.ifname, "type": "veth", "mac": k.mac, "mtu": k.mtu, "addresses": list(k.addresses),
+             "routes": [{"to": dst, "via": via} for dst, via in k.routes], "switch": {"bridge": k.bridge, "port": k.host_name}}
+            for k in res.kernel_ports
+        ],
         "eal_args": list(args),
     }
 

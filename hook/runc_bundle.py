@@ -51,6 +51,7 @@ def make_bundle(
     config_path: str,
     hook_stages: Sequence[str] = ("createRuntime", "poststop"),
     terminal: bool = False,
+    capabilities: Sequence[str] = (),
 ) -> str:
     """Write a runc bundle (config.json + rootfs) that registers the hook; returns the bundle."""
     rootfs = os.path.join(bundle, "rootfs")
@@ -65,6 +66,10 @@ def make_bundle(
     spec["root"] = {"path": "rootfs", "readonly": False}
     spec["hostname"] = "dpdk"
     spec["mounts"].append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
+    for cap in capabilities:
+        for kind in spec["process"]["capabilities"].values():
+            if cap not in kind:
+                kind.append(cap)
     spec["annotations"] = dict(annotations)
     spec["hooks"] = {stage: [hook_entry(stage, config_path)] for stage in hook_stages}
     with open(os.path.join(bundle, "config.json"), "w", encoding="utf-8") as fh:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hook.config import SwitchConfig
-from hook.model import PortLease
+from hook.model import KernelPortSpec, PortLease
 
 OWNER_KEY = "dpdk-oci-hook-owner"  # OVS external_ids key holding the container id
 INDEX_KEY = "dpdk-oci-hook-index"
@@ -26,11 +26,11 @@ class Switch(Protocol):
         """Where the switch itself creates the socket of a client-mode port."""
         ...
 
-    def add_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
-        """Plug all ports in one step; on failure nothing of them stays (SwitchError)."""
+    def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        """Plug all ports (vhost-user, and host ends of kernel veths) in one step; on failure none stays."""
         ...
 
-    def remove_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
+    def remove_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         """Unplug the ports; ports already gone are fine."""
         ...
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from hook.config import SwitchConfig
 from hook.errors import SwitchError
-from hook.model import MODE_CLIENT, MODE_SERVER, PortLease
+from hook.model import MODE_CLIENT, MODE_SERVER, KernelPortSpec, PortLease
 from hook.switch import INDEX_KEY, OWNER_KEY
 
 MAC_KEY = "attached-mac"
@@ -136,41 +136,43 @@ class OvsSwitch:
     def client_socket_path(self, port_name: str) -> str:
         return os.path.join(self.config.ovs_rundir, port_name)
 
-    def add_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
-        if not ports:
+    def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        if not ports and not kernel:
             return
         for port in ports:
             if port.mode not in _TYPES:
                 raise self._error(f"port {port.name}: unknown mode {port.mode!r}")
-        wait = any(p.mode == MODE_CLIENT for p in ports)
+        # wait for ovs-vswitchd whenever it opens something that must exist now: client
+        # sockets, and kernel devices (a vanished veth is only reported by a waiting call)
+        wait = bool(kernel) or any(p.mode == MODE_CLIENT for p in ports)
         try:
-            out, err = self._run(self._add_args(container_id, ports, replace=()), wait=wait)
+            out, err = self._run(self._add_args(container_id, ports, kernel, replace=()), wait=wait)
         except _Failed as exc:
             if exc.timed_out:
-                self._rollback(container_id, ports)
+                self._rollback(container_id, ports, kernel)
                 raise self._error(exc.reason) from None
             if "already exists" not in exc.reason:
                 raise self._error(exc.reason) from None
             # A retried prestart finds its own ports: replace them, refuse anyone else's.
-            replace = self._own_conflicts(container_id, ports, exc.reason)
+            replace = self._own_conflicts(container_id, [p.name for p in ports] + [k.host_name for k in kernel], exc.reason)
             try:
-                out, err = self._run(self._add_args(container_id, ports, replace), wait=wait)
+                out, err = self._run(self._add_args(container_id, ports, kernel, replace), wait=wait)
             except _Failed as exc2:
                 if exc2.timed_out:
-                    self._rollback(container_id, ports)
+                    self._rollback(container_id, ports, kernel)
                 raise self._error(exc2.reason) from None
         setup = [line for line in err.splitlines() if _SETUP_ERROR in line]
         initialized = out.strip().splitlines()[-1:] == ["true"]
         if setup or not initialized:
-            self._rollback(container_id, ports)
+            self._rollback(container_id, ports, kernel)
             if setup:
                 raise self._error(self._explain(setup[0], ports) + "; ports removed again")
             raise self._error(
                 "ovs-vswitchd has not initialized DPDK (Open_vSwitch dpdk_initialized is not true; set other_config:dpdk-init=true); ports removed again"
             )
 
-    def remove_ports(self, container_id: str, ports: Sequence[PortLease]) -> None:
-        names = [p.name for p in ports]
+    def remove_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        names = [p.name for p in ports] + [k.host_name for k in kernel]
         if not names:
             return
         try:
@@ -235,11 +237,11 @@ class OvsSwitch:
 
     # --- internals --------------------------------------------------------------
 
-    def _add_args(self, container_id: str, ports: Sequence[PortLease], replace: Sequence[str]) -> list[str]:
+    def _add_args(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], replace: Sequence[str]) -> list[str]:
         owner = f"external_ids:{OWNER_KEY}={quote(container_id)}"
         args: list[str] = []
         if self.config.create_bridge:
-            for bridge in dict.fromkeys(p.bridge for p in ports):
+            for bridge in dict.fromkeys([p.bridge for p in ports] + [k.bridge for k in kernel]):
                 args += ["--", "--may-exist", "add-br", bridge, "--", "set", "Bridge", bridge, "datapath_type=netdev"]
         for name in replace:
             args += ["--", "--if-exists", "del-port", name]
@@ -258,6 +260,10 @@ class OvsSwitch:
                 iface_cols.append(f"external_ids:{MAC_KEY}={quote(p.mac)}")
             args += ["--", "add-port", p.bridge, p.name, *port_cols]
             args += ["--", "set", "Interface", p.name, *iface_cols]
+        for k in kernel:  # the host end of a veth: a system port, served by ovs-vswitchd's main thread
+            index = f"external_ids:{INDEX_KEY}={quote('k' + str(k.index))}"
+            args += ["--", "add-port", k.bridge, k.host_name, owner, index]
+            args += ["--", "set", "Interface", k.host_name, "type=system", owner, index]
         args += ["--", "get", "Open_vSwitch", ".", "dpdk_initialized"]
         return args
 
@@ -282,9 +288,8 @@ class OvsSwitch:
                     owned.add(str(row["name"]))
         return [n for n in names if n in owned]
 
-    def _own_conflicts(self, container_id: str, ports: Sequence[PortLease], reason: str) -> list[str]:
+    def _own_conflicts(self, container_id: str, names: Sequence[str], reason: str) -> list[str]:
         """Names of existing rows that block the add; SwitchError unless all are ours."""
-        names = [p.name for p in ports]
         try:
             tables = self._list(names)
         except _Failed as exc:
@@ -303,10 +308,10 @@ class OvsSwitch:
             raise self._error(reason)
         return existing
 
-    def _rollback(self, container_id: str, ports: Sequence[PortLease]) -> None:
+    def _rollback(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         """Best effort: remove what a failed add may have committed, without waiting."""
         try:
-            self.remove_ports(container_id, ports)
+            self.remove_ports(container_id, ports, kernel)
         except SwitchError:
             pass  # gc finds the leftovers by owner tag
 

@@ -101,3 +101,16 @@ def test_socket_path_length_is_checked() -> None:
     cfg = Config(cpu_pool=frozenset({1}), state_dir="/" + "x" * 90)
     with pytest.raises(ResourceExhausted, match="socket path"):
         take(Request(ports=(PortRequest(),), hugepages_mib=64), cfg=cfg)
+
+
+def test_kernel_ports_get_host_names_and_macs() -> None:
+    """Kernel ports get a 15-char host end name, the default bridge and a MAC distinct from the vhost ports'."""
+    from hook.model import KernelPortRequest
+
+    r = take(Request(ports=(PortRequest(),), hugepages_mib=64, kernel_ports=(KernelPortRequest(name="eth1", addresses=("10.0.0.2/24",)),))).reservation
+    (k,) = r.kernel_ports
+    assert k.host_name.startswith("dpv") and len(k.host_name) <= 15 and k.ifname == "eth1" and k.bridge == "br-dpdk"
+    assert k.mac and k.mac != r.ports[0].mac and k.addresses == ("10.0.0.2/24",)
+    static = Config(cpu_pool=frozenset({1}), switch=SwitchConfig(backend="static", static_sockets=("/s/a.sock",)))
+    with pytest.raises(AnnotationError, match="need the ovs switch backend"):
+        take(Request(kernel_ports=(KernelPortRequest(name="eth1"),)), cfg=static)

@@ -99,3 +99,17 @@ def test_non_string_value_is_refused() -> None:
     """Values must be strings (OCI says so; a hostile engine might not)."""
     with pytest.raises(AnnotationError, match="must be a string"):
         parse({P + "cpus": 2}, LIMITS, 2048)
+
+
+def test_kernel_ports_alone_need_no_hugepages() -> None:
+    """A container with only kernel ports is ours and needs no hugepages; the port limit counts both kinds."""
+    r = req(kernel_ports='[{"addresses": ["10.0.0.2/24"], "routes": [{"to": "default", "via": "10.0.0.1"}]}]')
+    assert r.kernel_ports[0].name == "eth1" and r.kernel_ports[0].routes == (("default", "10.0.0.1"),)
+    with pytest.raises(AnnotationError, match="more than the limit of 4"):
+        req(vhost_user="3", hugepages="64Mi", kernel_ports="[{}, {}]")
+
+
+def test_deeply_nested_json_is_a_clear_error() -> None:
+    """Pathological nesting is refused as bad input, not a crash."""
+    with pytest.raises(AnnotationError, match="nested too deeply"):
+        req(vhost_user="[" * 4000, hugepages="64Mi")
