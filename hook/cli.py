@@ -46,15 +46,24 @@ def _fail(exc: BaseException, log: Any = None) -> int:
     return exit_code(exc)
 
 
+# Kubernetes copies pod annotations onto the pod's sandbox (pause) container too: never ours.
+SANDBOX_MARKERS = (("io.kubernetes.cri.container-type", "sandbox"), ("io.kubernetes.cri-o.ContainerType", "sandbox"))
+
+
+def wants_us(annotations: dict[str, Any]) -> bool:
+    """Whether a container with these annotations is ours to set up."""
+    if any(annotations.get(key) == value for key, value in SANDBOX_MARKERS):
+        return False
+    return any(isinstance(k, str) and k.startswith(PREFIX) for k in annotations)
+
+
 def _not_ours(raw: bytes) -> bool:
     """True when the state names annotations and none is ours: the fast path."""
     try:
         annotations = json.loads(raw).get("annotations")
     except (ValueError, AttributeError):
         return False  # let the full parser report it
-    return isinstance(annotations, dict) and not any(
-        isinstance(k, str) and k.startswith(PREFIX) for k in annotations
-    )
+    return isinstance(annotations, dict) and not wants_us(annotations)
 
 
 def run_stage(stage: str, raw: bytes) -> int:
@@ -74,7 +83,7 @@ def run_stage(stage: str, raw: bytes) -> int:
                 if stage in SETUP_STAGES:
                     raise
                 annotations = {PREFIX: "unknown"}  # bundle gone at poststop: ask the ledger
-            if not any(isinstance(k, str) and k.startswith(PREFIX) for k in annotations):
+            if not wants_us(annotations):
                 return 0
         from hook import config as config_mod
         from hook import lifecycle
@@ -221,6 +230,12 @@ def cmd_demo(args: Any) -> int:
     return demo.main(config.path)
 
 
+def cmd_doctor(args: Any) -> int:
+    from hook.doctor import cmd_doctor as run
+
+    return int(run(args))
+
+
 def build_parser() -> Any:
     import argparse
 
@@ -251,6 +266,9 @@ def build_parser() -> Any:
     p.add_argument("--container-id", default="explain", help="id to plan for (names and paths derive from it)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("doctor", help="is this host ready for DPDK containers? one line per finding")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("demo", help="run two runc containers wired by the hook and pass packets between them")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -218,7 +218,7 @@ def containerd_unmerge(text: str) -> str | None:
     before, block, after = _split_block(text)
     if block is None:
         return text
-    if before.endswith("\n\n") and not after:
+    if before.endswith("\n\n"):
         before = before[:-1]  # the blank line we put in front (a file without a final newline gets one)
     rest = before + after
     return None if rest.strip() in ("", "version = 2") else rest

@@ -8,7 +8,13 @@ atomically.  Then it ``execv``s the real runtime with the very same argv, so std
 and the exit code are the runtime's own.  Every other call is the same exec and nothing else.
 
 All the work (reservation, ports, mounts, release) is done by the hook, exactly as under
-podman or a hand-written bundle: one code path for every engine.
+podman or a hand-written bundle: one code path for every engine.  A Kubernetes pod's sandbox
+(pause) container, which CRI gives the pod's annotations too, is left alone.
+
+The hook entry runs the wrapper's own interpreter (its venv) as ``python3 -I -m hook STAGE``
+with ``args[0]`` the interpreter's full path, an explicit env (PATH, plus
+``DPDK_OCI_HOOK_CONFIG``/``DPDK_OCI_HOOK_CACHE_DIR`` when the wrapper has them) and a timeout.
+A setup hook of ours already in ``prestart`` or ``createRuntime`` counts as present.
 
 The real runtime: ``$DPDK_OCI_RUNTIME``, else ``"runtime"`` in
 ``/etc/dpdk-oci-hook/runtime.json`` (``{"runtime": "/usr/bin/crun"}``), else
@@ -48,6 +54,8 @@ GLOBAL_VALUE_OPTIONS = frozenset({"log", "log-format", "root", "criu", "rootless
 # ``create``/``run`` options that take a value
 CREATE_VALUE_OPTIONS = frozenset({"bundle", "b", "console-socket", "pid-file", "preserve-fds"})
 INJECT_COMMANDS = frozenset({"create", "run"})
+# containerd's and CRI-O's marker of a pod's sandbox container, which gets no DPDK resources
+SANDBOX_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 
 
 class ShimError(Exception):
@@ -108,9 +116,16 @@ def bundle_dir(command_args: list[str], cwd: str) -> str:
 
 
 def is_ours(spec: Any) -> bool:
-    """True when the spec carries any annotation under our prefix."""
+    """True when the spec carries any annotation under our prefix (and is no pod sandbox)."""
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
-    return isinstance(annotations, dict) and any(isinstance(k, str) and k.startswith(PREFIX) for k in annotations)
+    if not isinstance(annotations, dict) or is_sandbox(annotations):
+        return False
+    return any(isinstance(k, str) and k.startswith(PREFIX) for k in annotations)
+
+
+def is_sandbox(annotations: dict[str, Any]) -> bool:
+    """A Kubernetes pod's sandbox (pause) container: CRI copies pod annotations onto it too."""
+    return any(annotations.get(key) == "sandbox" for key in SANDBOX_KEYS)
 
 
 def hook_entry(stage: str, python: str, environ: Mapping[str, str]) -> dict[str, Any]:

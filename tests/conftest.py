@@ -10,6 +10,8 @@ import pytest
 
 from tests.ovs_instance import OvsInstance
 
+pytest_plugins = ["tests.engines_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def ovs() -> Iterator[OvsInstance]:

@@ -208,7 +208,7 @@ def private_containerd(env: dict[str, str] | None = None) -> Iterator[Containerd
         f'[ttrpc]\n  address = "{address}.ttrpc"\n'
         f'[debug]\n  address = "{address}.debug"\n'
     )
-    log = open(top / "containerd.log", "wb")  # noqa: SIM115 - closed below
+    log = open(top / "containerd.log", "wb")  # closed in the finally below
     proc = subprocess.Popen(
         ["containerd", "--config", str(config)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -113,3 +113,13 @@ def test_deeply_nested_json_is_a_clear_error() -> None:
     """Pathological nesting is refused as bad input, not a crash."""
     with pytest.raises(AnnotationError, match="nested too deeply"):
         req(vhost_user="[" * 4000, hugepages="64Mi")
+
+
+def test_pod_sandbox_containers_are_never_ours() -> None:
+    """A Kubernetes pause container carries the pod's annotations but gets nothing."""
+    from hook.cli import wants_us
+
+    assert wants_us({P + "cpus": "1"})
+    assert not wants_us({P + "cpus": "1", "io.kubernetes.cri.container-type": "sandbox"})
+    assert not wants_us({P + "cpus": "1", "io.kubernetes.cri-o.ContainerType": "sandbox"})
+    assert not wants_us({"other": "x"})

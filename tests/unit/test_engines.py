@@ -49,7 +49,7 @@ def test_docker_merge_is_idempotent_byte_for_byte() -> None:
     """Merging into an already registered file returns it unchanged, bytes included."""
     once = engines.docker_merge('{"debug": true}', SHIM)
     assert engines.docker_merge(once, SHIM) == once
-    hand_written = '{"runtimes":{"dpdk":{"path":"%s"}}}' % SHIM
+    hand_written = json.dumps({"runtimes": {"dpdk": {"path": SHIM}}}, separators=(",", ":"))
     assert engines.docker_merge(hand_written, SHIM) == hand_written
 
 
@@ -118,7 +118,7 @@ def test_containerd_merge_of_nothing_and_its_undo() -> None:
 
 def test_containerd_merge_is_idempotent_and_unmerge_restores_bytes() -> None:
     """Twice is once; unmerge gives back the original bytes (a missing final newline comes back added)."""
-    for original in (DEBIAN_CONTAINERD, DEBIAN_CONTAINERD + "\n\n", "", "# only a comment\n"):
+    for original in (DEBIAN_CONTAINERD, DEBIAN_CONTAINERD + "\n\n", "# only a comment\n"):
         merged = engines.containerd_merge(original, SHIM)
         assert engines.containerd_merge(merged, SHIM) == merged
         assert engines.containerd_unmerge(merged) == original

@@ -1,0 +1,144 @@
+"""The runtime wrapper's pure parts: runc-style arguments, the bundle, hook injection."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hook import shim
+
+PY = "/opt/dpdk-oci-hook/venv/bin/python3"
+
+
+@pytest.mark.parametrize(
+    ("argv", "options", "command", "rest"),
+    [
+        (["--version"], {}, None, []),
+        ([], {}, None, []),
+        (["state", "c1"], {}, "state", ["c1"]),
+        (
+            ["--root", "/run/r", "--log", "/b/log.json", "--log-format", "json", "create", "--bundle", "/b", "c1"],
+            {"root": "/run/r", "log": "/b/log.json", "log-format": "json"},
+            "create",
+            ["--bundle", "/b", "c1"],
+        ),
+        (["--root=/run/r", "--debug", "--systemd-cgroup", "run", "-d", "c"], {"root": "/run/r"}, "run", ["-d", "c"]),
+        (["-root", "/r", "-log-format=text", "delete", "--force", "c"], {"root": "/r", "log-format": "text"}, "delete", ["--force", "c"]),
+        (["--cgroup-manager", "cgroupfs", "create", "c"], {"cgroup-manager": "cgroupfs"}, "create", ["c"]),
+        (["--debug", "--", "kill", "c", "KILL"], {}, "kill", ["c", "KILL"]),
+    ],
+)
+def test_parse_command(argv: list[str], options: dict[str, str], command: str | None, rest: list[str]) -> None:
+    """Global options (with values) come before the command, in every form Go's flag parser takes."""
+    assert shim.parse_command(argv) == (options, command, rest)
+
+
+@pytest.mark.parametrize(
+    ("args", "bundle"),
+    [
+        (["--bundle", "/b", "c1"], "/b"),
+        (["-b", "/b", "c1"], "/b"),
+        (["--bundle=/b/", "c1"], "/b"),
+        (["-bundle", "rel", "c1"], "/cwd/rel"),
+        (["--pid-file", "/p", "--console-socket", "/s", "c1"], "/cwd"),
+        (["--pid-file", "--bundle", "c1"], "/cwd"),  # "--bundle" is the pid file's value here
+        (["c1", "--bundle", "/late"], "/late"),
+        (["--", "--bundle", "/x"], "/cwd"),
+    ],
+)
+def test_bundle_dir(args: list[str], bundle: str) -> None:
+    """``--bundle``/``-b`` in any form, relative to the working directory; else the working directory."""
+    assert shim.bundle_dir(args, "/cwd") == bundle
+
+
+def _spec(**extra: Any) -> dict[str, Any]:
+    return {"ociVersion": "1.0.2", "annotations": {"dpdk-oci-hook/cpus": "1"}, **extra}
+
+
+def test_is_ours() -> None:
+    assert shim.is_ours(_spec())
+    assert not shim.is_ours({"annotations": {"io.example/dpdk-oci-hook/cpus": "1"}})
+    assert not shim.is_ours({"annotations": None})
+    assert not shim.is_ours({})
+    assert not shim.is_ours([])
+    for key in shim.SANDBOX_KEYS:  # a pod's pause container carries the pod's annotations too
+        assert not shim.is_ours({"annotations": {"dpdk-oci-hook/cpus": "1", key: "sandbox"}})
+        assert shim.is_ours({"annotations": {"dpdk-oci-hook/cpus": "1", key: "container"}})
+
+
+def test_inject_adds_create_runtime_and_poststop_once() -> None:
+    """Our two hooks are appended after any others, with an explicit env and a timeout; twice is once."""
+    other = {"path": "/usr/bin/other-hook"}
+    spec = _spec(hooks={"createRuntime": [other]})
+    env = {"DPDK_OCI_HOOK_CONFIG": "/etc/x.hcl", "HOME": "/root"}
+    assert shim.inject_hooks(spec, PY, env) == ["createRuntime", "poststop"]
+    assert spec["hooks"]["createRuntime"][0] == other
+    assert spec["hooks"]["createRuntime"][1] == {
+        "path": PY,
+        "args": [PY, "-I", "-m", "hook", "createRuntime"],
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG=/etc/x.hcl"],
+        "timeout": shim.HOOK_TIMEOUT_S,
+    }
+    assert spec["hooks"]["poststop"] == [shim.hook_entry("poststop", PY, env)]
+    before = copy.deepcopy(spec)
+    assert shim.inject_hooks(spec, PY, env) == []
+    assert spec == before
+
+
+def test_inject_counts_a_hooks_d_prestart_or_create_runtime_as_present() -> None:
+    """A setup hook of ours put in by hooks.d (or a hand-written prestart) is not doubled."""
+    for stage in ("prestart", "createRuntime"):
+        spec = _spec(hooks={stage: [{"path": PY, "args": ["python3", "-I", "-m", "hook", stage]}]})
+        assert shim.inject_hooks(spec, PY, {}) == ["poststop"]
+        assert "createRuntime" not in spec["hooks"] or stage == "createRuntime"
+
+
+def test_inject_does_not_count_another_interpreter_or_module() -> None:
+    spec = _spec(hooks={"createRuntime": [{"path": "/usr/bin/python3", "args": ["python3", "-I", "-m", "other", "createRuntime"]}]})
+    assert shim.inject_hooks(spec, PY, {}) == ["createRuntime", "poststop"]
+
+
+def test_inject_refuses_malformed_hooks() -> None:
+    with pytest.raises(shim.ShimError, match="not an object"):
+        shim.inject_hooks(_spec(hooks=[]), PY, {})
+    with pytest.raises(shim.ShimError, match="not a list"):
+        shim.inject_hooks(_spec(hooks={"poststop": {}}), PY, {})
+
+
+def test_prepare_bundle_leaves_other_containers_untouched(tmp_path: Path) -> None:
+    """A config without our prefix is not even parsed, let alone written."""
+    config = tmp_path / "config.json"
+    raw = json.dumps({"annotations": {"io.example/x": "1"}, "process": {"args": ["/bin/true"]}}).encode()
+    config.write_bytes(raw)
+    before = config.stat()
+    assert shim.prepare_bundle(str(tmp_path), PY, {}) == "not-ours"
+    assert config.read_bytes() == raw and config.stat().st_mtime_ns == before.st_mtime_ns
+    assert shim.prepare_bundle(str(tmp_path / "missing"), PY, {}) == "no-config"
+
+
+def test_prepare_bundle_rewrites_atomically_keeping_the_mode(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(_spec()))
+    config.chmod(0o600)
+    assert shim.prepare_bundle(str(tmp_path), PY, {}) == "injected createRuntime,poststop"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # no temp file left
+    assert shim.prepare_bundle(str(tmp_path), PY, {}) == "present"
+
+
+def test_runtime_settings(tmp_path: Path) -> None:
+    """Environment first, then the runtime file, then /usr/sbin/runc; relative paths are refused."""
+    settings = tmp_path / "runtime.json"
+    assert shim.runtime_settings({}, str(settings)) == ("/usr/sbin/runc", "")
+    settings.write_text('{"runtime": "/usr/bin/crun", "debug_log": "/var/log/w.log"}')
+    assert shim.runtime_settings({}, str(settings)) == ("/usr/bin/crun", "/var/log/w.log")
+    assert shim.runtime_settings({"DPDK_OCI_RUNTIME": "/x/runc"}, str(settings)) == ("/x/runc", "/var/log/w.log")
+    settings.write_text("{broken")
+    with pytest.raises(shim.ShimError, match="not valid JSON"):
+        shim.runtime_settings({}, str(settings))
+    with pytest.raises(shim.ShimError, match="absolute"):
+        shim.runtime_settings({"DPDK_OCI_RUNTIME": "runc"}, str(tmp_path / "none"))
