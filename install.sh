@@ -15,7 +15,7 @@ set -euo pipefail
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PREFIX=${DPDK_OCI_HOOK_PREFIX:-/opt/dpdk-oci-hook}
 VENV=$PREFIX/venv
-BIN_LINK=/usr/local/bin/dpdk-oci-hook
+BIN_LINK=${DPDK_OCI_HOOK_BIN_LINK:-/usr/local/bin/dpdk-oci-hook}
 CONF_DIR=/etc/dpdk-oci-hook
 CONF=$CONF_DIR/config.hcl
 STATE_FILE=$PREFIX/install-state
