@@ -6,10 +6,12 @@ annotations costs one JSON parse: nothing else is imported for it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 PREFIX = "dpdk-oci-hook/"
 SETUP_STAGES = ("prestart", "createRuntime")
@@ -59,6 +61,12 @@ def wants_us(annotations: dict[str, Any]) -> bool:
 
 def _not_ours(raw: bytes) -> bool:
     """True when the state names annotations and none is ours: the fast path."""
+    if b'"annotations"' in raw and PREFIX.encode() not in raw:
+        # not even the prefix's bytes: no need to pay for importing json.  (A key spelled with
+        # JSON escapes lands here too; it only means the container gets nothing from us.)
+        return True
+    import json
+
     try:
         annotations = json.loads(raw).get("annotations")
     except (ValueError, AttributeError):
@@ -115,6 +123,8 @@ def _parse_annotation_args(pairs: list[str]) -> dict[str, str]:
 
 
 def _print(obj: Any, as_json: bool, text: str) -> None:
+    import json
+
     sys.stdout.write((json.dumps(obj, indent=2, default=str) if as_json else text) + "\n")
 
 
@@ -204,7 +214,7 @@ def cmd_explain(args: Any) -> int:
         "grow_pages": decision.grow_pages,
         "mounts": [m.__dict__ for m in plan.mounts + plan.socket_mounts],
         "eal_args": " ".join(plan.eal_args),
-        "config.json": json.loads(plan.files["config.json"]),
+        "config.json": __import__("json").loads(plan.files["config.json"]),
     }
     res = decision.reservation
     text = "\n".join(
