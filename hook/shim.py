@@ -187,6 +187,31 @@ def inject_hooks(spec: dict[str, Any], python: str, environ: Mapping[str, str]) 
     return added
 
 
+NUMA_SYSCALLS = ("get_mempolicy", "mbind", "set_mempolicy")
+
+
+def allow_numa_syscalls(spec: dict[str, Any]) -> bool:
+    """Let DPDK's EAL set its memory policy under a seccomp profile; True if the spec changed.
+
+    Docker's (and containerd CRI's) default profile allows these three calls only with
+    CAP_SYS_NICE, and EAL then fails with "set_mempolicy: Operation not permitted ... Cannot
+    init memory".  Allowing the three calls grants far less than CAP_SYS_NICE would.
+    """
+    seccomp = spec.get("linux", {}).get("seccomp") if isinstance(spec.get("linux"), dict) else None
+    if not isinstance(seccomp, dict) or seccomp.get("defaultAction") == "SCMP_ACT_ALLOW":
+        return False
+    rules = seccomp.setdefault("syscalls", [])
+    if not isinstance(rules, list):
+        return False
+    allowed = {name for rule in rules if isinstance(rule, dict) and rule.get("action") == "SCMP_ACT_ALLOW" and not rule.get("args")
+               for name in rule.get("names", [])}
+    missing = [name for name in NUMA_SYSCALLS if name not in allowed]
+    if not missing:
+        return False
+    rules.append({"names": missing, "action": "SCMP_ACT_ALLOW"})
+    return True
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: temp file beside it, fsync, rename; mode and owner kept."""
     st = os.stat(path)
@@ -229,6 +254,8 @@ def prepare_bundle(bundle: str, python: str, environ: Mapping[str, str]) -> str:
     if not is_ours(spec):
         return "not-ours"
     added = inject_hooks(spec, python, environ)
+    if allow_numa_syscalls(spec):
+        added.append("numa-syscalls")
     if not added:
         return "present"
     try:
