@@ -88,19 +88,26 @@ def prestart(state: State, config: Config, log: Log) -> Reservation:
     rootfs = rootfs_path(state.bundle, bundle_config)
     user = ContainerUser(*process_user(bundle_config))
     ledger = Ledger(config.ledger_path)
-
-    if state.container_id in ledger.snapshot():  # e.g. podman restart without a poststop
-        log.warning("stale reservation for a reused container id: releasing it first")
-        release(state.container_id, config, log)
+    topo = read_topology()  # outside the lock: pending reservations cover what it cannot see
 
     started = time.monotonic()
-    with ledger.locked() as data:
-        decision = allocate(request, config, read_topology(), data.entries, state.container_id, time.time())
-        res = decision.reservation
-        res.pid, res.pid_start = state.pid, pid_start_time(state.pid)
-        hugepages.grow(res.numa_node, res.hugepage_size_kib, decision.grow_pages)
-        data.put(res)
-        lock_wait = data.lock_wait_s
+    for _attempt in range(2):
+        with ledger.locked() as data:
+            stale = state.container_id in data.entries  # e.g. podman restart without a poststop
+            if not stale:
+                decision = allocate(request, config, topo, data.entries, state.container_id, time.time())
+                res = decision.reservation
+                res.pid, res.pid_start = state.pid, pid_start_time(state.pid)
+                hugepages.grow(res.numa_node, res.hugepage_size_kib, decision.grow_pages)
+                data.put(res)
+                lock_wait = data.lock_wait_s
+        if not stale:
+            break
+        log.warning("stale reservation for a reused container id: releasing it first")
+        release(state.container_id, config, log)
+        topo = read_topology()
+    else:
+        raise StateError(reason=f"container id {state.container_id!r} keeps a reservation that cannot be released")
     log.info("reserved", cpus=res.cpus, hugepages_mib=res.hugepages_mib, ports=[p.name for p in res.ports],
              grown_pages=res.grown_pages, lock_wait_ms=round(lock_wait * 1000, 2),
              lock_held_ms=round((time.monotonic() - started - lock_wait) * 1000, 2))

@@ -306,3 +306,17 @@ def test_gc_rebuild_recovers_a_corrupt_ledger(env: HookEnv, ovs: OvsInstance, tm
     finally:
         subprocess.run(["runc", "--root", runc_root, "delete", "--force", "live"], timeout=60, capture_output=True)
     assert env.ledger() == {} and owned_interfaces(ovs) == []
+
+
+def test_reused_container_id_releases_its_stale_reservation(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """A container id started again without a poststop in between (podman restart) gets a fresh reservation."""
+    before = pool_state(ovs)
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "32Mi"},
+                         env.config_path, hook_stages=("createRuntime",))
+    for _ in range(2):
+        proc = run_to_end(str(tmp_path / "runc"), bundle, "again")
+        assert proc.returncode == 0, proc.stderr
+        assert list(env.ledger()) == ["again"] and len(owned_interfaces(ovs)) == 1
+    assert [e["event"] for e in env.events()].count("stale reservation for a reused container id: releasing it first") == 1
+    assert env.run("gc").returncode == 0
+    assert_nothing_left(env, ovs, before)
