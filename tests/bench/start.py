@@ -1,0 +1,342 @@
+"""Scenarios 1-4: what the hook adds to a container start, and where that time goes.
+
+``start``: ``runc run`` of ``/bin/true`` (host /usr bound into an empty rootfs) with no hook,
+with the hook but no annotations of ours (the fast path), and with 1 port + 1 core + 64Mi
+hugepages on a private OVS-DPDK (the full path); beside them, the bare interpreter start
+and the hook's fast path spawned directly.  ``runc run`` runs both hook stages
+(createRuntime when creating, poststop when it deletes the exited container), so a
+container's time holds two hook processes.  Each variant also runs from a regular
+(non-editable) install of the same code, since an editable install's import finder adds
+its own cost to every interpreter start.
+
+``phases``: the full path's stages run by ``probe.py`` (the unchanged hook with timers around
+each side-effect module), warm and with a cold bytecode cache; interpreter start measured
+beside them; and ``python -X importtime`` of the hot path's modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.bench.common import (
+    PROBE,
+    PYTHON,
+    REPO,
+    Bench,
+    P,
+    Section,
+    Target,
+    bundle,
+    fmt,
+    hook_entry,
+    interleave,
+    median,
+    ms_since,
+    paired_diff,
+    runc,
+    summary,
+)
+from tests.ovs_instance import OvsInstance
+
+FULL = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
+FOREIGN = {"org.example/team": "bench"}
+HOT_IMPORTS = ("hook.cli", "hook.errors", "hook.oci", "hook.config", "hook.lifecycle", "hook.log", "hook.cgroups",
+               "hook.hugepages", "hook.mounts", "hook.topology", "hook.switch.ovs")
+
+
+def start_ovs(b: Bench) -> OvsInstance:
+    ovs = OvsInstance()
+    b.on_cleanup("OVS instance", ovs.stop)
+    ovs.start()
+    return ovs
+
+
+def regular_install(b: Bench) -> str:
+    """A throw-away venv holding a plain (non-editable) compiled copy of hook/, as install.sh makes it.
+
+    The hot path needs no third-party package (the config is read from its JSON cache), so
+    the copy is enough for the hook stages.  Returns its interpreter.
+    """
+    venv = b.work / "regular-venv"
+    python = str(venv / "bin" / "python3")
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    if (site / "hook").is_dir():
+        return python  # made by an earlier scenario of this run
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    shutil.copytree(REPO / "hook", site / "hook", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, timeout=120)
+    return python
+
+
+def spawn_timer(argv: Sequence[str], stdin: bytes, env: dict[str, str], failures: list[str]) -> Callable[[], float]:
+    def run() -> float:
+        t = time.perf_counter()
+        proc = subprocess.run(list(argv), input=stdin, capture_output=True, env=env, cwd="/", timeout=60)
+        ms = ms_since(t)
+        if proc.returncode != 0:
+            failures.append(f"{' '.join(argv[-3:])}: exit {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}")
+        return ms
+
+    return run
+
+
+class RuncTimer:
+    """``runc run`` of one bundle to its end, timed; the exited container is deleted untimed."""
+
+    def __init__(self, root: str, bundle_path: str, prefix: str, failures: list[str]) -> None:
+        self.root, self.bundle, self.prefix, self.failures = root, bundle_path, prefix, failures
+        self.count = 0
+        self.ids: list[str] = []
+
+    def __call__(self) -> float:
+        self.count += 1
+        cid = f"{self.prefix}{self.count}"
+        self.ids.append(cid)
+        t = time.perf_counter()
+        proc = runc(self.root, "run", "--bundle", self.bundle, cid)
+        ms = ms_since(t)
+        if proc.returncode != 0:
+            self.failures.append(f"{cid}: runc exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        runc(self.root, "delete", "--force", cid)
+        return ms
+
+
+def run_start(b: Bench) -> Section:
+    sec = Section("start", "Container start: runc run /bin/true (scenarios 1-3)")
+    runs = 10 if b.quick else 40
+    ovs = start_ovs(b)
+    env = b.hook_env("start", ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-bench", pool="0", reserved="1", budget="512Mi")
+    cache = str(env.root / "cache")
+    regular = regular_install(b)
+    root = b.runc_root("runc-start")
+    failures: list[str] = []
+
+    def hooks(python: str) -> dict[str, list[dict[str, Any]]]:
+        return {stage: [hook_entry(stage, env.config_path, cache, python=python)] for stage in ("createRuntime", "poststop")}
+
+    bdir = b.dir("bundles-start")
+    bundles = {
+        "no hook": bundle(bdir / "bare", ["/bin/true"], {}, {}),
+        "fast path (no annotations)": bundle(bdir / "fast", ["/bin/true"], {}, hooks(PYTHON)),
+        "fast path (foreign annotations)": bundle(bdir / "foreign", ["/bin/true"], FOREIGN, hooks(PYTHON)),
+        "full path": bundle(bdir / "full", ["/bin/true"], FULL, hooks(PYTHON)),
+        "fast path (no annotations), regular install": bundle(bdir / "fast-reg", ["/bin/true"], {}, hooks(regular)),
+        "full path, regular install": bundle(bdir / "full-reg", ["/bin/true"], FULL, hooks(regular)),
+    }
+    variants: dict[str, Callable[[], float]] = {}
+    for i, (name, path) in enumerate(bundles.items()):
+        variants["runc: " + name] = RuncTimer(root, path, f"st{i}-", failures)
+    spawn_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": env.config_path, "DPDK_OCI_HOOK_CACHE_DIR": cache}
+    no_ann = json.dumps({"ociVersion": "1.0.2-dev", "id": "fast", "status": "creating", "pid": 1,
+                         "bundle": bundles["fast path (no annotations)"]}).encode()
+    foreign = json.dumps({"ociVersion": "1.0.2-dev", "id": "fast", "status": "creating", "pid": 1,
+                          "bundle": bundles["fast path (foreign annotations)"], "annotations": FOREIGN}).encode()
+    for label, python in (("", PYTHON), (", regular install", regular)):
+        variants["spawn: python -I -c pass" + label] = spawn_timer([python, "-I", "-c", "pass"], b"", spawn_env, failures)
+        variants["spawn: hook fast path (no annotations)" + label] = spawn_timer(
+            [python, "-I", "-m", "hook", "createRuntime"], no_ann, spawn_env, failures)
+        variants["spawn: hook fast path (foreign annotations)" + label] = spawn_timer(
+            [python, "-I", "-m", "hook", "createRuntime"], foreign, spawn_env, failures)
+    # the same registered as a script path (python3 -I .../hook/__main__.py STAGE): no runpy
+    main_py = str(Path(regular).parents[1] / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+                  / "hook" / "__main__.py")
+    variants["spawn: hook fast path (foreign annotations), regular install, script entry"] = spawn_timer(
+        [regular, "-I", main_py, "createRuntime"], foreign, spawn_env, failures)
+
+    b.say(f"start: {len(variants)} variants x {runs} runs, interleaved")
+
+
+    samples = interleave(variants, runs, warmup=3)
+    stats = {name: summary(vals) for name, vals in samples.items()}
+    bare = samples["runc: no hook"]
+    added = {name: summary(paired_diff(vals, bare)) for name, vals in samples.items() if name.startswith("runc: ")}
+    for name in samples:
+        if name.startswith("spawn: hook"):
+            ref = "spawn: python -I -c pass" + (", regular install" if "regular install" in name else "")
+            added[name] = summary(paired_diff(samples[name], samples[ref]))
+    sec.data = {"runs": runs, "samples_ms": samples, "stats_ms": stats, "added_ms": added, "failures": failures[:20],
+                "failure_count": len(failures), "ovs_rundir": ovs.rundir}
+    rows = []
+    for name in samples:
+        ref = "runc: no hook" if name.startswith("runc: ") else (
+            "spawn: python -I -c pass" + (", regular install" if "regular install" in name else ""))
+        add = "" if name == ref else fmt(added[name]["median"], 1)
+        rows.append([name, fmt(stats[name]["median"]), fmt(stats[name]["p95"]), fmt(stats[name]["min"]), add or "-", ref.split(": ", 1)[1]])
+    sec.table("Container start and hook process (ms; 'added' = median of per-round differences to the reference, same round)",
+              ["variant", "median", "p95", "min", "added", "reference"], rows)
+
+    runc_bare = stats["runc: no hook"]["median"]
+    full_added = added["runc: full path"]["median"]
+    full_added_reg = added["runc: full path, regular install"]["median"]
+    fast_worst = max(added["spawn: hook fast path (no annotations)"]["median"], added["spawn: hook fast path (foreign annotations)"]["median"])
+    sec.targets.append(Target(
+        "fast_path_over_interpreter", "fast path: hook process minus bare `python -I -c pass` (worse of no/foreign annotations)",
+        fast_worst, 3.0, "ms", "<=",
+        note=(f"no annotations {fmt(added['spawn: hook fast path (no annotations)']['median'])} ms, foreign "
+              f"{fmt(added['spawn: hook fast path (foreign annotations)']['median'])} ms; regular install: no annotations "
+              f"{fmt(added['spawn: hook fast path (no annotations), regular install']['median'])} ms, foreign "
+              f"{fmt(added['spawn: hook fast path (foreign annotations), regular install']['median'])} ms, foreign as a script "
+              f"entry (no runpy) {fmt(added['spawn: hook fast path (foreign annotations), regular install, script entry']['median'])} ms")))
+    sec.targets.append(Target(
+        "full_path_ratio", "full path: hook-added time / plain `runc run` (both stages, median of per-round differences)",
+        full_added / runc_bare if runc_bare else None, 1.0, "x", "<=",
+        note=(f"added {fmt(full_added)} ms on runc {fmt(runc_bare)} ms; regular install: added {fmt(full_added_reg)} ms "
+              f"= {fmt(full_added_reg / runc_bare if runc_bare else None, 2)}x")))
+    if failures:
+        sec.notes.append(f"{len(failures)} run(s) failed; first: {failures[0]}")
+    return sec
+
+
+# --- scenario 4: the breakdown ----------------------------------------------------------------
+
+PHASE_ORDER = ("interpreter start", "imports", "parse", "config", "ledger", "ledger write+fsync", "allocate+plan", "hugepages",
+               "socket dir", "mounts", "switch", "cgroups", "log", "other")
+
+
+def parse_importtime(text: str) -> list[tuple[str, int, int, int]]:
+    """(module, self us, cumulative us, depth) per line of ``-X importtime`` output."""
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m:
+            rows.append((m.group(4), int(m.group(1)), int(m.group(2)), len(m.group(3)) // 2))
+    return rows
+
+
+def importtime(b: Bench, python: str, argv_tail: Sequence[str], stdin: bytes, env: dict[str, str], runs: int, cold: bool) -> dict[str, Any]:
+    """Median self and cumulative import time per module over ``runs`` runs."""
+    pre = ["-I", "-X", "importtime"]
+    if cold:
+        pre += ["-B", "-X", f"pycache_prefix={b.dir('phases/empty-pycache')}"]
+    selfs: dict[str, list[int]] = {}
+    cums: dict[str, list[int]] = {}
+    depth: dict[str, int] = {}
+    for _ in range(runs):
+        proc = subprocess.run([python, *pre, *argv_tail], input=stdin, capture_output=True, env=env, cwd="/", timeout=60)
+        for name, s, c, d in parse_importtime(proc.stderr.decode(errors="replace")):
+            selfs.setdefault(name, []).append(s)
+            cums.setdefault(name, []).append(c)
+            depth[name] = d
+    mods = {n: {"self_ms": median(selfs[n]) / 1000, "cumulative_ms": median(cums[n]) / 1000, "depth": depth[n]} for n in selfs}
+    return {"runs": runs, "cold": cold, "modules": mods}
+
+
+def run_phases(b: Bench) -> Section:
+    sec = Section("phases", "Full path by phase, warm and cold bytecode (scenario 4)")
+    runs = 8 if b.quick else 24
+    ovs = start_ovs(b)
+    env = b.hook_env("phases", ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-bench", pool="0", reserved="1", budget="512Mi")
+    cache = str(env.root / "cache")
+    out = str(env.root / "probe.jsonl")
+    empty = b.dir("phases/empty-pycache")
+    cold_pre = ("-I", "-B", "-X", f"pycache_prefix={empty}")
+    regular = regular_install(b)
+    root = b.runc_root("runc-phases")
+    failures: list[str] = []
+    bdir = b.dir("bundles-phases")
+
+    def hooks(python: str, pre: Sequence[str], label: str) -> dict[str, list[dict[str, Any]]]:
+        return {stage: [hook_entry(stage, env.config_path, cache, python=python, pre=pre, program=(PROBE,),
+                                   extra_env=(f"BENCH_PROBE_OUT={out}", f"BENCH_PROBE_LABEL={label}"))]
+                for stage in ("createRuntime", "poststop")}
+
+    kinds = {  # label -> (interpreter, flags)
+        "warm": (PYTHON, ("-I",)),
+        "cold": (PYTHON, cold_pre),
+        "warm, regular install": (regular, ("-I",)),
+    }
+    timers: dict[str, RuncTimer] = {}
+    variants: dict[str, Callable[[], float]] = {}
+    spawn_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    for i, (label, (python, pre)) in enumerate(kinds.items()):
+        timers[label] = RuncTimer(root, bundle(bdir / f"k{i}", ["/bin/true"], FULL, hooks(python, pre, label)), f"ph{i}-", failures)
+        variants[f"container, {label}"] = timers[label]
+        variants[f"interpreter start, {label}"] = spawn_timer([python, *pre, "-c", "pass"], b"", spawn_env, failures)
+    b.say(f"phases: {len(variants)} variants x {runs} runs, interleaved")
+
+
+    warmup = 2
+    samples = interleave(variants, runs, warmup=warmup)
+    if os.listdir(empty):
+        sec.notes.append("the empty pycache prefix was written to: cold runs may not all be cold")
+    keep = {cid for t in timers.values() for cid in t.ids[warmup:]}
+    records = [json.loads(line) for line in Path(out).read_text().splitlines()] if os.path.exists(out) else []
+    records = [r for r in records if r.get("container_id") in keep]
+    bad = [r for r in records if r.get("rc")]
+    breakdown: dict[str, dict[str, float]] = {}
+    for stage in ("createRuntime", "poststop"):
+        for label in kinds:
+            rs = [r for r in records if r["stage"] == stage and r.get("label") == label]
+            if not rs:
+                continue
+            col: dict[str, float] = {
+                "interpreter start": median(samples[f"interpreter start, {label}"]),
+                "imports": median([r["imports_ms"] for r in rs]),
+            }
+            for name in {k for r in rs for k in r["phases_ms"]}:
+                col[name] = median([r["phases_ms"].get(name, 0.0) for r in rs])
+            col["total (sum of medians)"] = sum(col.values())
+            col["stage_ms median"] = median([r["stage_ms"] for r in rs])
+            col["maxrss_kib median"] = median([r["maxrss_kib"] for r in rs])
+            breakdown[f"{stage}, {label}"] = col
+    sec.data = {"runs": runs, "samples_ms": samples, "stats_ms": {k: summary(v) for k, v in samples.items()},
+                "breakdown_ms": breakdown, "probe_records": records, "failures": failures[:20], "failed_stages": len(bad)}
+    cols = list(breakdown)
+    order = [p for p in PHASE_ORDER if any(p in breakdown[c] for c in cols)]
+    extra = sorted({k for c in cols for k in breakdown[c]} - set(order) - {"total (sum of medians)", "stage_ms median", "maxrss_kib median"})
+    rows = [[phase, *(fmt(breakdown[c].get(phase), 2) for c in cols)] for phase in [*order, *extra]]
+    rows.append(["**total**", *(f"**{fmt(breakdown[c]['total (sum of medians)'], 1)}**" for c in cols)])
+    sec.table("One hook process by phase (ms, medians; each phase exclusive of the phases it calls; "
+              "'regular install' = the same code installed without --editable)", ["phase", *cols], rows)
+    stats = sec.data["stats_ms"]
+    sec.notes.append("whole container with the probe as both hooks (median): " + ", ".join(
+        f"{label} {fmt(stats[f'container, {label}']['median'])} ms" for label in kinds))
+    if bad:
+        sec.notes.append(f"{len(bad)} probed stage(s) returned an error")
+
+    # import-time evidence for the hot path
+    b.say("phases: -X importtime")
+    it_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": env.config_path, "DPDK_OCI_HOOK_CACHE_DIR": cache}
+    plain = bdir / "plain"  # a bundle whose config.json has no annotations of ours
+    plain.mkdir(exist_ok=True)
+    (plain / "config.json").write_text(json.dumps({"ociVersion": "1.0.2-dev", "annotations": {}}))
+    no_ann = json.dumps({"id": "it", "bundle": str(plain), "pid": 1}).encode()
+    foreign = json.dumps({"id": "it", "bundle": str(plain), "pid": 1, "annotations": FOREIGN}).encode()
+    n = 3 if b.quick else 7
+    hot = ["-c", "import " + ", ".join(HOT_IMPORTS)]
+    fast = ["-m", "hook", "createRuntime"]
+    imports = {
+        "interpreter, regular install": importtime(b, regular, ["-c", "pass"], b"", it_env, n, cold=False),
+        "fast path, foreign annotations, regular install": importtime(b, regular, fast, foreign, it_env, n, cold=False),
+        "fast path, no annotations, regular install": importtime(b, regular, fast, no_ann, it_env, n, cold=False),
+        "full-path modules, regular install": importtime(b, regular, hot, b"", it_env, n, cold=False),
+        "interpreter, editable (as installed here)": importtime(b, PYTHON, ["-c", "pass"], b"", it_env, n, cold=False),
+        "full-path modules, editable": importtime(b, PYTHON, hot, b"", it_env, n, cold=False),
+        "full-path modules, editable, cold": importtime(b, PYTHON, hot, b"", it_env, max(2, n // 2), cold=True),
+    }
+    sec.data["importtime"] = imports
+    for label in ("fast path, no annotations, regular install", "full-path modules, regular install"):
+        mods = imports[label]["modules"]
+        top = sorted(mods.items(), key=lambda kv: -kv[1]["cumulative_ms"] if kv[1]["depth"] <= 1 else 0)[:14]
+        sec.table(f"-X importtime, {label}: imports at depth 0-1 by cumulative time (ms, median of {imports[label]['runs']})",
+                  ["module", "cumulative", "self", "depth"],
+                  [[name, fmt(v["cumulative_ms"], 2), fmt(v["self_ms"], 2), str(v["depth"])] for name, v in top])
+    tops = []
+    heads = ("site", "hook.cli", "hook.oci", "hook.config", "hook.lifecycle", "hook.mounts", "hook.switch.ovs")
+    for label, res in imports.items():
+        roots = {k: v for k, v in res["modules"].items() if v["depth"] == 0}
+        total = sum(v["cumulative_ms"] for v in roots.values())
+        tops.append([label, *(fmt(roots.get(m, {}).get("cumulative_ms"), 2) for m in heads), fmt(total, 1)])
+    sec.table("-X importtime: cumulative ms of top-level imports", ["run", *heads, "all"], tops)
+    if failures:
+        sec.notes.append(f"{len(failures)} run(s) failed; first: {failures[0]}")
+    return sec
