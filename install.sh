@@ -116,6 +116,11 @@ install_venv() {
     local spec=("$SRC_DIR")
     [ "$EDITABLE" = 1 ] && spec=(-e "$SRC_DIR")
     run "$VENV/bin/pip" install -q --disable-pip-version-check "${spec[@]}"
+    # image templates for 'dpdk-oci-hook image build'
+    if ! diff -rq "$SRC_DIR/templates" "$PREFIX/templates" >/dev/null 2>&1; then
+        run rm -rf "$PREFIX/templates"
+        run cp -r "$SRC_DIR/templates" "$PREFIX/templates"
+    fi
     # the hook runs on every container start: ship compiled bytecode
     run "$VENV/bin/python3" -m compileall -q "$VENV/lib"
     if [ "$(readlink "$BIN_LINK" 2>/dev/null)" != "$VENV/bin/dpdk-oci-hook" ]; then

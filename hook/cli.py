@@ -293,6 +293,9 @@ def build_parser() -> Any:
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("demo", help="run two runc containers wired by the hook and pass packets between them")
     p.set_defaults(func=cmd_demo)
+    from hook.images import add_image_parser
+
+    add_image_parser(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ from hook.config import Config
 from hook.errors import HookError, StateError
 from hook.ledger import Ledger
 from hook.log import Log
-from hook.model import STATE_ACTIVE, STATE_RELEASING, Reservation
+from hook.model import STATE_ACTIVE, STATE_RELEASING, Request, Reservation
 from hook.oci import State, pid_start_time, process_alive, process_user, read_bundle_config, rootfs_path
 from hook.plan import ContainerUser, make_plan
 from hook.switch import Switch, make_switch
@@ -75,6 +75,24 @@ def _remove_socket_dir(config: Config, container_id: str, socket_dir: str) -> No
         pass
 
 
+IMAGE_ENV_PREFIX = "DPDK_OCI_HOOK_MIN_"  # images from our templates repeat their labels here
+
+
+def _check_image_requirements(bundle_config: dict[str, object], request: Request) -> None:
+    """Refuse, before reserving anything, a container whose image needs more than it asked for."""
+    process = bundle_config.get("process")
+    env = process.get("env", []) if isinstance(process, dict) else []
+    labels = {}
+    for item in env if isinstance(env, list) else []:
+        name, sep, value = str(item).partition("=")
+        if sep and name.startswith(IMAGE_ENV_PREFIX) and value.strip():
+            labels["dpdk-oci-hook.min-" + name[len(IMAGE_ENV_PREFIX):].lower()] = value
+    if labels:
+        from hook.images import check_requirements  # only for images that declare requirements
+
+        check_requirements(labels, request)
+
+
 def prestart(state: State, config: Config, log: Log) -> Reservation:
     """Reserve, plan and apply for one container; on any failure leave nothing behind."""
     from hook import cgroups, hugepages, mounts
@@ -85,6 +103,7 @@ def prestart(state: State, config: Config, log: Log) -> Reservation:
     bundle_config = read_bundle_config(state.bundle)
     annotations = state.annotations if state.has_annotations else bundle_config.get("annotations", {}) or {}
     request = annotations_mod.parse(annotations, config.limits, config.hugepage_size_kib)
+    _check_image_requirements(bundle_config, request)
     rootfs = rootfs_path(state.bundle, bundle_config)
     user = ContainerUser(*process_user(bundle_config))
     ledger = Ledger(config.ledger_path)

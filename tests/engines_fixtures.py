@@ -168,6 +168,23 @@ def docker_binaries() -> object:
         pytest.skip(f"Docker >= 24 is not available: {exc}")
 
 
+@pytest.fixture(scope="session")
+def docker_engine(docker_binaries: object) -> Iterator[object]:
+    """A private Docker >= 24 engine for image builds, with overlay2 storage; stopped at session end."""
+    from tests.docker_engine import DockerEngine, DockerUnavailable
+
+    engine = DockerEngine(docker_binaries, {}, storage_driver="overlay2")  # type: ignore[arg-type]
+    try:
+        engine.start()
+    except DockerUnavailable as exc:
+        pytest.skip(f"Docker >= 24 could not start: {exc}")
+    engine.socket = engine.sock  # type: ignore[attr-defined]
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
 # --- containerd --------------------------------------------------------------------------
 
 

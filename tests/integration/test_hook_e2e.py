@@ -320,3 +320,17 @@ def test_reused_container_id_releases_its_stale_reservation(env: HookEnv, ovs: O
     assert [e["event"] for e in env.events()].count("stale reservation for a reused container id: releasing it first") == 1
     assert env.run("gc").returncode == 0
     assert_nothing_left(env, ovs, before)
+
+
+def test_image_requirements_refuse_before_reserving(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
+    """An image (ENV from our templates) that needs 2 cores, given 1, is refused and nothing is reserved."""
+    bundle = make_bundle(str(tmp_path / "b"), ["/bin/true"], {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"},
+                         env.config_path)
+    spec = json.loads(Path(bundle, "config.json").read_text())
+    spec["process"]["env"] += ["DPDK_OCI_HOOK_MIN_CPUS=2", "DPDK_OCI_HOOK_MIN_PORTS=1"]
+    Path(bundle, "config.json").write_text(json.dumps(spec))
+    proc = run_to_end(str(tmp_path / "runc"), bundle, "needy")
+    assert proc.returncode != 0
+    assert "dpdk-oci-hook: image requires dpdk-oci-hook.min-cpus=2, but the annotations give cpus=1" in proc.stderr
+    assert env.ledger() == {} and owned_interfaces(ovs) == [] and env.socket_entries() == []
+    assert not [e for e in env.events() if e["event"] == "reserved"]
