@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,16 +170,22 @@ def docker_binaries() -> object:
 
 
 @pytest.fixture(scope="session")
-def docker_engine(docker_binaries: object) -> Iterator[object]:
-    """A private Docker >= 24 engine for image builds, with overlay2 storage; stopped at session end."""
+def docker_engine(docker_binaries: object, ovs: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A private Docker >= 24 engine (overlay2) for image builds, with runtime ``dpdk`` wired to a
+    hook config (``.hook_env``) on the session's private OVS-DPDK; stopped at session end."""
     from tests.docker_engine import DockerEngine, DockerUnavailable
+    from tests.integration.hook_env import make_env
 
-    engine = DockerEngine(docker_binaries, {}, storage_driver="overlay2")  # type: ignore[arg-type]
+    hook_env = make_env(tmp_path_factory.mktemp("imghook"), ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-img")
+    shim = os.path.join(os.path.dirname(sys.executable), "dpdk-oci-runtime")
+    engine = DockerEngine(docker_binaries, {"dpdk": shim}, env={"DPDK_OCI_HOOK_CONFIG": hook_env.config_path},  # type: ignore[arg-type]
+                          storage_driver="overlay2")
     try:
         engine.start()
     except DockerUnavailable as exc:
         pytest.skip(f"Docker >= 24 could not start: {exc}")
     engine.socket = engine.sock  # type: ignore[attr-defined]
+    engine.hook_env = hook_env  # type: ignore[attr-defined]
     try:
         yield engine
     finally:
