@@ -172,19 +172,21 @@ EOF
 }
 
 dpdk_initialized() { [ "$(ovs-vsctl --timeout=3 get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ]; }
+# the database keeps dpdk_initialized=true after ovs-vswitchd stops: ask the daemon itself too
+vswitchd_running() { ovs-appctl --timeout=3 -t ovs-vswitchd version >/dev/null 2>&1; }
 
 start_embedded_switch() {
     step "embedded OVS-DPDK switch"
     if [ "$SWITCH" = 0 ]; then note "skipped (--no-switch)"; return; fi
     export PATH=$PATH:$OVS_SCRIPTS
     if ovs_running; then
-        note "an OVS is running: using it"
+        note "an OVS database is running: using it"
     else
         run ovs-ctl --no-ovs-vswitchd --system-id=random start
         [ "$DRY" = 1 ] || echo "started_ovs=1" >>"$STATE_FILE"
     fi
-    if [ "$DRY" = 0 ] && dpdk_initialized; then
-        note "DPDK already initialized in OVS"
+    if [ "$DRY" = 0 ] && vswitchd_running && dpdk_initialized; then
+        note "ovs-vswitchd runs with DPDK initialized"
     else
         if [ -z "$(ovs-vsctl --timeout=3 --if-exists get Open_vSwitch . other_config:dpdk-init 2>/dev/null)" ]; then
             local pmd; pmd=$(pmd_core)
@@ -195,16 +197,18 @@ start_embedded_switch() {
         fi
         if [ -d /run/systemd/system ] && systemctl is-active -q ovs-vswitchd 2>/dev/null; then
             run systemctl restart ovs-vswitchd
-        else
+        elif [ "$DRY" = 0 ] && vswitchd_running; then
             run ovs-ctl --no-ovsdb-server restart
+        else
+            run ovs-ctl --no-ovsdb-server start
         fi
     fi
     if [ "$DRY" = 0 ]; then
-        for _ in $(seq 1 30); do dpdk_initialized && break; sleep 1; done
-        dpdk_initialized || { echo "install.sh: OVS runs but DPDK did not initialize (see /var/log/openvswitch/ovs-vswitchd.log)" >&2; exit 1; }
+        for _ in $(seq 1 30); do vswitchd_running && dpdk_initialized && break; sleep 1; done
+        vswitchd_running && dpdk_initialized || { echo "install.sh: ovs-vswitchd did not come up with DPDK (see /var/log/openvswitch/ovs-vswitchd.log)" >&2; exit 1; }
         note "DPDK initialized"
     fi
-    run ovs-vsctl --timeout=5 --may-exist add-br "$BRIDGE" -- set bridge "$BRIDGE" datapath_type=netdev
+    run ovs-vsctl --timeout=10 --may-exist add-br "$BRIDGE" -- set bridge "$BRIDGE" datapath_type=netdev
 }
 
 check_config() {
