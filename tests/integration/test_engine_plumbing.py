@@ -167,5 +167,5 @@ def test_docker_run_with_runtime_dpdk_and_annotation(docker: tuple[object, Path]
     ours = engine.docker(*run, "--annotation", ANNOTATION, IMAGE, "/bin/echo", "hi", check=False)
     assert ours.returncode != 0 and ours.stdout == ""
     assert _hook_failed(ours.stderr, top / "absent.hcl"), ours.stderr
-    assert _actions(top / "wrapper.log") == ["create:not-ours", "create:injected createRuntime,poststop"]
+    assert _actions(top / "wrapper.log") == ["create:not-ours", "create:injected createRuntime,poststop,numa-syscalls"]
     assert engine.docker("ps", "-aq").stdout.strip() == ""
