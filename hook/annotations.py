@@ -12,14 +12,13 @@ from typing import Any
 from hook.config import Limits
 from hook.errors import AnnotationError
 from hook.model import MODES, KernelPortRequest, PortRequest, Request
-from hook.units import format_size_kib, parse_size_kib
+from hook.units import NAME_CHARS, format_size_kib, parse_size_kib
 
 PREFIX = "dpdk-oci-hook/"
 KEYS = ("vhost-user", "kernel-ports", "cpus", "hugepages", "hugepage-size", "numa-node")
 MAX_VALUE_BYTES = 4096
 MAX_NUMA_NODE = 1023
 PORT_FIELDS = ("bridge", "queues", "mac", "mtu", "vlan", "mode")
-_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -50,7 +49,7 @@ def _name(key: str, field: str, value: Any) -> str:
     if (
         not isinstance(value, str)
         or not 0 < len(value) <= 15
-        or not set(value) <= _NAME_OK
+        or not set(value) <= NAME_CHARS
         or value[0] in "-."
         or ".." in value
     ):

@@ -17,7 +17,8 @@ PREFIX = "dpdk-oci-hook/"
 SETUP_STAGES = ("prestart", "createRuntime")
 STAGES = (*SETUP_STAGES, "poststop")
 
-# Exit codes by error class name; 1 for any other HookError, 70 (EX_SOFTWARE) for bugs.
+# Exit codes by error class name; 1 for any other HookError.  Anything else is a bug and
+# keeps its traceback (Python exits 1).
 EXIT_CODES = {
     "AnnotationError": 2,
     "ConfigError": 3,
@@ -31,7 +32,6 @@ EXIT_CODES = {
     "ImageRequirementError": 11,
     "EngineError": 12,
 }
-EXIT_BUG = 70
 
 
 def exit_code(exc: BaseException) -> int:

@@ -12,14 +12,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hook.errors import ConfigError
-from hook.units import format_size_kib, parse_cpulist, parse_size_kib
+from hook.units import NAME_CHARS, format_size_kib, parse_cpulist, parse_size_kib
 
 DEFAULT_PATH = "/etc/dpdk-oci-hook/config.hcl"
 ENV_PATH = "DPDK_OCI_HOOK_CONFIG"
 CACHE_FORMAT = 1
 BACKENDS = ("ovs", "static")
 HUGEPAGE_SIZES_KIB = (2048, 1048576)
-_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ def validate(data: dict[str, Any], path: str) -> Config:
     switch = SwitchConfig(**sw)
     if switch.backend not in BACKENDS:
         raise ConfigError(path=path, reason=f"switch.backend must be one of {', '.join(BACKENDS)}, got {switch.backend!r}")
-    if not (0 < len(switch.bridge) <= 15 and set(switch.bridge) <= _NAME_OK and switch.bridge[0] != "-"):
+    if not (0 < len(switch.bridge) <= 15 and set(switch.bridge) <= NAME_CHARS and switch.bridge[0] != "-"):
         raise ConfigError(path=path, reason=f"switch.bridge {switch.bridge!r} is not a valid bridge name")
     if switch.backend == "ovs" and not os.path.isabs(switch.ovs_vsctl):
         raise ConfigError(path=path, reason="switch.ovs_vsctl must be an absolute path")

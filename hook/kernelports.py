@@ -43,6 +43,7 @@ from typing import Any
 from hook.annotations import parse_mac, reject_duplicate_keys
 from hook.errors import AnnotationError, SwitchError
 from hook.model import KernelPortRequest, KernelPortSpec
+from hook.units import NAME_CHARS
 
 ANNOTATION = "dpdk-oci-hook/kernel-ports"
 FIELDS = ("name", "mac", "mtu", "addresses", "routes", "bridge")
@@ -55,7 +56,6 @@ MAX_ADDRESSES = 8  # per port
 MAX_ROUTES = 16  # per port
 IFNAMSIZ = 16  # with the NUL
 IFALIASZ = 256  # with the NUL
-_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _HEX = frozenset("0123456789abcdef")
 
 # netlink / ioctl constants (linux/if_addr.h, linux/sched.h, linux/sockios.h, linux/ethtool.h)
@@ -81,7 +81,7 @@ def valid_ifname(name: Any) -> bool:
     return (
         isinstance(name, str)
         and 0 < len(name) < IFNAMSIZ
-        and set(name) <= _NAME_OK
+        and set(name) <= NAME_CHARS
         and name[0] != "-"
         and name not in (".", "..", "lo")
     )

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 _SIZE_RE = re.compile(r"([0-9]{1,7})(Ki|Mi|Gi|Ti)?")
 _SIZE_KIB = {None: 1 / 1024, "Ki": 1, "Mi": 1024, "Gi": 1024 * 1024, "Ti": 1024 * 1024 * 1024}
 
+# characters allowed in names the user may give (bridges, interfaces): no "/", ",", "=", spaces
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 MAX_CPU_ID = 8191  # the kernel's NR_CPUS ceiling on x86-64 builds
 
 

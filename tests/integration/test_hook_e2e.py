@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def test_fifty_concurrent_prestarts(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "unshare did not enter its namespace"
             time.sleep(0.05)
         hook_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": env.config_path}
-        hooks = [subprocess.Popen([__import__("sys").executable, "-I", "-m", "hook", "createRuntime"], stdin=subprocess.PIPE,
+        hooks = [subprocess.Popen([sys.executable, "-I", "-m", "hook", "createRuntime"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=hook_env, cwd="/") for _ in states]
         for hook, state in zip(hooks, states, strict=True):
             assert hook.stdin is not None
