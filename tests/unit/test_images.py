@@ -145,7 +145,7 @@ def test_list_templates_finds_the_four_image_templates() -> None:
         assert tpl.defaults["BASE_IMAGE"] == "debian:bookworm-slim"
         assert tpl.defaults["DPDK_VERSION"] == "22.11"
     assert found["l3fwd"].requirements()["min-queues"] == 2
-    assert found["l3fwd"].requirements()["min-hugepages-mib"] == 192
+    assert found["l3fwd"].requirements()["min-hugepages-mib"] == 256
     assert found["testpmd"].requirements() == {
         "dpdk-version": "22.11", "min-ports": 1, "min-cpus": 1, "min-hugepages-mib": 64, "min-queues": 1,
     }
@@ -233,10 +233,10 @@ def test_render_testpmd_for_trixie(tmp_path: Path) -> None:
 
 def test_render_explicit_dpdk_and_requirements(tmp_path: Path) -> None:
     ctx = images.render(
-        "l3fwd", dpdk_version="22.11", context=tmp_path / "c", requirements={"min-hugepages": "256Mi", "min-queues": 4}, root=TEMPLATES
+        "l3fwd", dpdk_version="22.11", context=tmp_path / "c", requirements={"min-hugepages": "384Mi", "min-queues": 4}, root=TEMPLATES
     )
     args = images.dockerfile_args((ctx / "Dockerfile").read_text())
-    assert (args["MIN_HUGEPAGES"], args["MIN_QUEUES"], args["MIN_PORTS"]) == ("256Mi", "4", "1")
+    assert (args["MIN_HUGEPAGES"], args["MIN_QUEUES"], args["MIN_PORTS"]) == ("384Mi", "4", "1")
 
 
 def test_render_twice_into_the_same_context_is_allowed(tmp_path: Path) -> None:
@@ -540,7 +540,7 @@ def test_cli_image_list(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("testpmd", "l2fwd", "l3fwd", "custom"):
         assert re.search(rf"^{name}\s", out, re.MULTILINE)
-    assert "queues>=2" in out and "hugepages>=192Mi" in out
+    assert "queues>=2" in out and "hugepages>=256Mi" in out
     args = parse("image", "list", "--json")
     args.func(args)
-    assert '"min-hugepages-mib": 192' in capsys.readouterr().out
+    assert '"min-hugepages-mib": 256' in capsys.readouterr().out
