@@ -22,12 +22,14 @@ import signal
 import subprocess
 import tempfile
 import time
+import warnings
 from types import TracebackType
 from typing import Any
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 HUGE_DIR = "/dev/hugepages"
 DPDK_RUNTIME_DIR = "/var/run/dpdk"
+DATAPATH_TAP = "ovs-netdev"  # the userspace datapath's own tap, one per network namespace
 PMD_MAXSLEEP_US = 10000  # the most OVS 3.1 allows; an idle PMD then uses ~1% of its core
 
 
@@ -61,7 +63,8 @@ class OvsInstance:
         self.rundir = ""
         self.vsctl_path = shutil.which("ovs-vsctl") or "/usr/bin/ovs-vsctl"
         self._env: dict[str, str] = {}
-        self._names = 0
+        self._names: list[str] = []
+        self._datapath_tap_ours = False
 
     # --- paths ----------------------------------------------------------------
 
@@ -104,8 +107,9 @@ class OvsInstance:
 
     def unique(self, prefix: str) -> str:
         """A name not used before in this instance (bridge/port names: keep it <= 15 chars)."""
-        self._names += 1
-        return f"{prefix}{self._names}"
+        name = f"{prefix}{len(self._names) + 1}"
+        self._names.append(name)
+        return name
 
     def row(self, table: str, record: str) -> dict[str, Any] | None:
         """One OVSDB row as plain Python (maps -> dict, sets -> list), or None if absent."""
@@ -127,6 +131,7 @@ class OvsInstance:
     def start(self) -> OvsInstance:
         # Short path: <dir>/<port name> must fit in sun_path (108 bytes).
         self.dir = tempfile.mkdtemp(prefix="ovs", dir="/tmp")
+        self._datapath_tap_ours = not os.path.exists(f"/sys/class/net/{DATAPATH_TAP}")  # else another switch's
         self.db = f"unix:{self.path('db.sock')}"
         self.rundir = self.dir
         self._env = dict(os.environ, OVS_RUNDIR=self.dir, OVS_DBDIR=self.dir, OVS_LOGDIR=self.dir)
@@ -204,12 +209,16 @@ class OvsInstance:
         # netdev bridges are kernel tap devices that outlive ovs-vswitchd: delete them first
         if self.pid("ovs-vswitchd") and self.pid("ovsdb-server"):
             try:
+                # a waited-for write: ovs-vswitchd first catches up with bridges deleted with
+                # --no-wait (a read-only command does not wait)
+                self.vsctl("set", "Open_vSwitch", ".", f"external_ids:stop-sync={time.monotonic_ns()}")
                 for bridge in self.vsctl("list-br", wait=False).split():
                     self.vsctl("--if-exists", "del-br", bridge)
             except (OvsError, subprocess.TimeoutExpired):
                 pass
         for daemon in ("ovs-vswitchd", "ovsdb-server"):
             self._kill(daemon)
+        self._remove_leaked_taps()
         for leftover in glob.glob(os.path.join(HUGE_DIR, f"{self.file_prefix}*")):
             try:
                 os.unlink(leftover)
@@ -219,6 +228,20 @@ class OvsInstance:
         if os.environ.get("KEEP_OVS") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = ""
+
+    def _remove_leaked_taps(self) -> None:
+        """Delete taps of bridges named by :meth:`unique` that outlived ovs-vswitchd, and say so.
+
+        A bridge deleted with ``--no-wait`` just before ovs-vswitchd stops keeps its (persistent)
+        tap, as does the datapath's ``ovs-netdev``. Only names this instance minted, and
+        ``ovs-netdev`` if it was absent at start, are touched: nothing of the host's.
+        """
+        mine = self._names + ([DATAPATH_TAP] if self._datapath_tap_ours else [])
+        leaked = [name for name in mine if os.path.exists(f"/sys/class/net/{name}/tun_flags")]
+        for name in leaked:
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False, timeout=10)
+        if leaked:
+            warnings.warn(f"private OVS left taps behind (removed): {', '.join(leaked)}", stacklevel=2)
 
     def _kill(self, daemon: str, grace_s: float = 5.0) -> None:
         pid = self.pid(daemon)

@@ -72,7 +72,7 @@ def _ovs(ovs: OvsInstance) -> Backend:
         return _lease(i, name, bridge, sw.client_socket_path(name))
 
     backend = Backend(sw, good, bad, tags=True)
-    backend.cleanup.append(lambda: ovs.vsctl("--if-exists", "del-br", bridge, wait=False))
+    backend.cleanup.append(lambda: ovs.vsctl("--if-exists", "del-br", bridge))
     return backend
 
 

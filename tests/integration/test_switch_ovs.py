@@ -64,7 +64,7 @@ def bridge(ovs: OvsInstance) -> Iterator[str]:
     """A bridge name not created yet; deleted (with its ports) after the test."""
     name = ovs.unique("tbr")
     yield name
-    ovs.vsctl("--if-exists", "del-br", name, wait=False)
+    ovs.vsctl("--if-exists", "del-br", name)
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_ports_on_different_bridges(ovs: OvsInstance, sw: OvsSwitch, bridge: str
             row = ovs.row("Bridge", br)
             assert row is not None and row["datapath_type"] == "netdev"
     finally:
-        ovs.vsctl("--if-exists", "del-br", other, wait=False)
+        ovs.vsctl("--if-exists", "del-br", other)
 
 
 def test_remove_is_idempotent_and_keeps_bridge(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
@@ -215,7 +215,7 @@ def test_missing_bridge_without_create_leaves_nothing(ovs: OvsInstance, bridge: 
         assert ovs.row("Bridge", bridge) is None
         assert ovs.row("Interface", ok.name) is None
     finally:
-        ovs.vsctl("--if-exists", "del-br", existing, wait=False)
+        ovs.vsctl("--if-exists", "del-br", existing)
 
 
 def test_setup_error_in_vswitchd_is_rolled_back(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
