@@ -1,4 +1,7 @@
-"""``python3 -I -m hook STAGE``: the form the hook is registered under."""
+"""The hook's entry: ``python3 -I .../hook/__main__.py STAGE`` as registered (see ``hook.entry``).
+
+``python3 -m hook ...`` runs the same command line.
+"""
 
 from hook.cli import main
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hook.entry import MAIN_SCRIPT, hook_stage
+
 RUNTIME_NAME = "dpdk"
 SHIM_NAME = "dpdk-oci-runtime"
 BACKUP_SUFFIX = ".dpdk-oci-hook.bak"
@@ -55,11 +57,11 @@ class EngineConfigError(Exception):
 
 
 def render_hook(template: str, python: str, config: str) -> str:
-    """A hooks.d file from its template: the interpreter and config path filled in."""
+    """A hooks.d file from its template: the interpreter, the hook's script and config path filled in."""
     for name, value in (("python", python), ("config", config)):
         if not os.path.isabs(value):
             raise EngineConfigError(f"{name} must be an absolute path, got {value!r}")
-    text = template.replace("@PYTHON@", python).replace("@CONFIG@", config)
+    text = template.replace("@PYTHON@", python).replace("@HOOK_MAIN@", MAIN_SCRIPT).replace("@CONFIG@", config)
     json.loads(text)  # a template that no longer parses is a bug
     return text
 
@@ -400,7 +402,7 @@ def revert_file(
 def _hook_file_is_ours(text: str | None) -> bool:
     try:
         data = json.loads(text or "")
-        return isinstance(data, dict) and data.get("hook", {}).get("args", [])[1:4] == ["-I", "-m", "hook"]
+        return isinstance(data, dict) and hook_stage(data.get("hook", {}).get("args")) is not None
     except (ValueError, AttributeError, TypeError):
         return False
 

@@ -21,9 +21,11 @@ RUNC = "/usr/sbin/runc"
 
 def hook_entry(stage: str, config_path: str, timeout_s: int = 30) -> dict[str, Any]:
     """An OCI hook entry that runs this interpreter's installed hook, isolated."""
+    from hook.entry import stage_argv
+
     return {
         "path": sys.executable,
-        "args": [sys.executable, "-I", "-m", "hook", stage],  # argv[0] locates the venv
+        "args": stage_argv(sys.executable, stage),
         "env": [f"DPDK_OCI_HOOK_CONFIG={config_path}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
         "timeout": timeout_s,
     }

@@ -11,8 +11,8 @@ All the work (reservation, ports, mounts, release) is done by the hook, exactly 
 podman or a hand-written bundle: one code path for every engine.  A Kubernetes pod's sandbox
 (pause) container, which CRI gives the pod's annotations too, is left alone.
 
-The hook entry runs the wrapper's own interpreter (its venv) as ``python3 -I -m hook STAGE``
-with ``args[0]`` the interpreter's full path, an explicit env (PATH, plus
+The hook entry runs the wrapper's own interpreter (its venv) on the hook's script
+(``hook.entry``) with ``args[0]`` the interpreter's full path, an explicit env (PATH, plus
 ``DPDK_OCI_HOOK_CONFIG``/``DPDK_OCI_HOOK_CACHE_DIR`` when the wrapper has them) and a timeout.
 A setup hook of ours already in ``prestart`` or ``createRuntime`` counts as present.
 
@@ -129,29 +129,32 @@ def is_sandbox(annotations: dict[str, Any]) -> bool:
 
 
 def hook_entry(stage: str, python: str, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The OCI hook entry that runs the hook stage under ``python``, isolated, with an explicit env.
+    """The OCI hook entry that runs the hook stage under ``python``, isolated, with an explicit env."""
+    from hook.entry import stage_argv
 
-    ``args[0]`` is the interpreter's full path on purpose: given a bare ``python3``, CPython
-    finds "itself" by searching PATH (``/usr/bin/python3``) and loses the virtual
-    environment the hook is installed in.
-    """
     env = [HOOK_PATH] + [f"{name}={environ[name]}" for name in PASS_ENV if environ.get(name)]
     return {
         "path": python,
-        "args": [python, "-I", "-m", "hook", stage],
+        "args": stage_argv(python, stage),
         "env": env,
         "timeout": HOOK_TIMEOUT_S,
     }
 
 
 def _same_hook(entry: Any, python: str, stage: str) -> bool:
-    """Is ``entry`` our hook for ``stage`` (same interpreter, same arguments after argv[0])?"""
-    if not isinstance(entry, dict) or not isinstance(entry.get("args"), list):
-        return False
-    if entry["args"][1:] != ["-I", "-m", "hook", stage]:
+    """Is ``entry`` our hook for ``stage`` under the same interpreter (either registered form)?"""
+    from hook.entry import hook_stage
+
+    if not isinstance(entry, dict) or hook_stage(entry.get("args")) != stage:
         return False
     path = entry.get("path")
-    return isinstance(path, str) and (path == python or os.path.realpath(path) == os.path.realpath(python))
+    return isinstance(path, str) and (path == python or _interpreter(path) == _interpreter(python))
+
+
+def _interpreter(path: str) -> str:
+    """``path`` with its directory resolved but not its last link: a venv's ``bin/python3``
+    links to the system interpreter, and resolving it would lose which venv it is."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _has_hook(hooks: dict[str, Any], stage: str, python: str) -> bool:

@@ -39,7 +39,7 @@ PODMAN_ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")
 
 @dataclass(frozen=True)
 class HookInstall:
-    """A venv whose interpreter runs ``-I -m hook`` from this checkout, and its wrapper."""
+    """A venv whose interpreter runs the hook of this checkout, and its wrapper."""
 
     venv: Path
     python: str

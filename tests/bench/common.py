@@ -242,12 +242,26 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
 # --- runc ---------------------------------------------------------------------------
 
 
+_SCRIPTS: dict[str, str] = {}
+
+
+def hook_script(python: str) -> str:
+    """The hook's ``__main__.py`` as installed for ``python``: what install.sh registers (``hook.entry``)."""
+    if python not in _SCRIPTS:
+        _SCRIPTS[python] = subprocess.run([python, "-I", "-c", "from hook.entry import MAIN_SCRIPT; print(MAIN_SCRIPT)"],
+                                          capture_output=True, text=True, check=True, timeout=60, cwd="/").stdout.strip()
+    return _SCRIPTS[python]
+
+
 def hook_entry(stage: str, config_path: str, cache_dir: str, python: str = PYTHON, pre: Sequence[str] = ("-I",),
-               program: Sequence[str] = ("-m", "hook"), extra_env: Iterable[str] = (), timeout_s: int = 60) -> dict[str, Any]:
-    """An OCI hook entry running ``python <pre> <program> <stage>`` with the bench's config."""
+               program: Sequence[str] | None = None, extra_env: Iterable[str] = (), timeout_s: int = 60) -> dict[str, Any]:
+    """An OCI hook entry running ``python <pre> <program> <stage>`` with the bench's config.
+
+    ``program`` defaults to the hook's script, as registered by install.sh.
+    """
     return {
         "path": python,
-        "args": [python, *pre, *program, stage],
+        "args": [python, *pre, *(program if program is not None else (hook_script(python),)), stage],
         "env": [f"DPDK_OCI_HOOK_CONFIG={config_path}", f"DPDK_OCI_HOOK_CACHE_DIR={cache_dir}", PATH_ENV, *extra_env],
         "timeout": timeout_s,
     }

@@ -1,7 +1,7 @@
 """Scenario 7: peak memory of the hook process.
 
 The hook is registered through ``memwrap.py``, which runs the unchanged
-``python3 -I -m hook STAGE`` and reads its peak resident set from ``wait4`` (the hook's own,
+hook as registered (``python3 -I .../hook/__main__.py STAGE``) and reads its peak resident set from ``wait4`` (the hook's own,
 or that of a child it reaped, e.g. its forked mount helper, if larger).  Variants,
 interleaved: the bare interpreter, the fast path, the full path's createRuntime and
 poststop, and the full path with a cold bytecode cache.
@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.common import MEMWRAP, PYTHON, Bench, Section, bundle, fmt, hook_entry, interleave, runc, summary
+from tests.bench.common import MEMWRAP, PYTHON, Bench, Section, bundle, fmt, hook_entry, hook_script, interleave, runc, summary
 from tests.bench.start import FULL, start_ovs
 
 
@@ -34,7 +34,7 @@ def run_memory(b: Bench) -> Section:
     def wrapped(label: str, pre: tuple[str, ...] = ("-I",)) -> dict[str, list[dict[str, object]]]:
         hooks = {}
         for stage in ("createRuntime", "poststop"):
-            inner = [PYTHON, *pre, "-m", "hook", stage]
+            inner = [PYTHON, *pre, hook_script(PYTHON), stage]
             hooks[stage] = [hook_entry(stage, env.config_path, cache, pre=("-I",),
                                        program=(MEMWRAP, out, f"{label} {stage}", "--", *inner[:-1]))]
         return hooks

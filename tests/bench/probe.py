@@ -1,6 +1,6 @@
 """Phase probe: the hook stage run in-process, with a timer around each side-effect module.
 
-Registered in a bench bundle instead of ``python3 -I -m hook STAGE``, as
+Registered in a bench bundle instead of the hook's script (``hook.entry``), as
 ``python3 -I [-B -X pycache_prefix=EMPTY] tests/bench/probe.py STAGE``; the OCI state is on
 stdin as usual.  It imports the modules the full path imports (timed: "imports"), wraps
 the functions that do the work (parse, ledger, allocate, socket dir, mounts, switch,

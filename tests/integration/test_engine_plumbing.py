@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from hook import engines
+from hook.entry import MAIN_SCRIPT
 from tests.engines_fixtures import (
     PODMAN_ULIMITS,
     HookInstall,
@@ -96,7 +97,7 @@ def test_podman_runs_our_hooks_d_files(podman: Podman, busybox_rootfs: Rootfs, h
         time.sleep(0.1)
     # the failed start ran createRuntime only (podman runs no post-delete hook for a container
     # that never started); the clean run of the second container ran poststop
-    assert [c[0] for c in calls] == ["-I -m hook createRuntime", "-I -m hook poststop"], calls
+    assert [c[0] for c in calls] == [f"-I {MAIN_SCRIPT} createRuntime", f"-I {MAIN_SCRIPT} poststop"], calls
     for args, rc, state, stderr in calls:
         assert rc == "3", (args, stderr)  # ConfigError: the hook itself ran and found no config
         assert json.loads(state)["annotations"]["dpdk-oci-hook/cpus"] == "1"

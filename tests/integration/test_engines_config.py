@@ -115,6 +115,21 @@ def test_register_on_a_bare_host_creates_files_and_unregister_removes_them(tmp_p
     assert tree(tmp_path) == {}
 
 
+def test_register_upgrades_hook_files_of_the_earlier_form(tmp_path: Path) -> None:
+    """A hooks.d file of an earlier install (``-I -m hook STAGE``) is ours: rewritten, not refused."""
+    hooks_d = tmp_path / "usr/share/containers/oci/hooks.d"
+    hooks_d.mkdir(parents=True)
+    for stage, name in engines.HOOK_FILES.items():
+        old = {"version": "1.0.0", "hook": {"path": VENV_PY, "args": [VENV_PY, "-I", "-m", "hook", stage]},
+               "when": {"annotations": {"^dpdk-oci-hook/.*$": ".*"}}, "stages": [stage]}
+        (hooks_d / name).write_text(json.dumps(old))
+    result = run_engines(tmp_path, "register", engines_list="podman")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for stage, name in engines.HOOK_FILES.items():
+        args = json.loads((hooks_d / name).read_text())["hook"]["args"]
+        assert args[1] == "-I" and args[2].endswith("/hook/__main__.py") and args[3] == stage, args
+
+
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     populate(tmp_path)
     original = tree(tmp_path)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hook import demo
+from hook.entry import stage_argv
 from hook.runc_bundle import make_bundle, run_to_end
 from tests.integration.hook_env import HookEnv, HostTestpmd, hugepages_free, hugepages_mapped_by, hugetlbfs_mounts, make_env
 from tests.ovs_instance import OvsInstance
@@ -237,7 +238,7 @@ def test_fifty_concurrent_prestarts(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "unshare did not enter its namespace"
             time.sleep(0.05)
         hook_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": env.config_path}
-        hooks = [subprocess.Popen([sys.executable, "-I", "-m", "hook", "createRuntime"], stdin=subprocess.PIPE,
+        hooks = [subprocess.Popen(stage_argv(sys.executable, "createRuntime"), stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=hook_env, cwd="/") for _ in states]
         for hook, state in zip(hooks, states, strict=True):
             assert hook.stdin is not None

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from hook.entry import MAIN_SCRIPT, hook_stage
 from tests.engines_fixtures import HookInstall
 from tests.integration.runc_util import RUNC, Bundle, Workspace, require_runc
 
@@ -69,7 +70,7 @@ def _digest(path: Path) -> str:
 
 
 def _ours(entries: list[dict[str, Any]], python: str) -> list[dict[str, Any]]:
-    return [e for e in entries if e.get("path") == python and e.get("args", [])[1:4] == ["-I", "-m", "hook"]]
+    return [e for e in entries if e.get("path") == python and hook_stage(e.get("args")) is not None]
 
 
 def test_version_and_unknown_commands_pass_through(hook_install: HookInstall, ws: Workspace) -> None:
@@ -157,7 +158,7 @@ def test_annotated_container_gets_our_hooks_once_and_runc_runs_them(hook_install
     assert hooks["poststop"][0] == {"path": "/usr/bin/true", "args": ["true"]}  # theirs first, kept
     assert len(_ours(hooks["poststop"], hook_install.python)) == 1
     entry = _ours(hooks["createRuntime"], hook_install.python)[0]
-    assert entry["args"] == [hook_install.python, "-I", "-m", "hook", "createRuntime"]
+    assert entry["args"] == [hook_install.python, "-I", MAIN_SCRIPT, "createRuntime"]
     assert entry["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"DPDK_OCI_HOOK_CONFIG={ws.path / 'absent.hcl'}"]
     assert entry["timeout"] > 0
     assert "createContainer" not in hooks and "prestart" not in hooks

@@ -11,6 +11,7 @@ import pytest
 
 from hook import engines
 from hook.engines import EngineConfigError
+from hook.entry import MAIN_SCRIPT
 
 SHIM = "/opt/dpdk-oci-hook/venv/bin/dpdk-oci-runtime"
 PYTHON = "/opt/dpdk-oci-hook/venv/bin/python3"
@@ -212,7 +213,7 @@ def test_templates_render_to_valid_version_1_hooks() -> None:
         entry = hook["hook"]
         assert isinstance(entry, dict)
         assert entry["path"] == PYTHON
-        assert entry["args"] == [PYTHON, "-I", "-m", "hook", stage]  # args[0] absolute: keeps the venv
+        assert entry["args"] == [PYTHON, "-I", MAIN_SCRIPT, stage]  # args[0] absolute: keeps the venv
         assert entry["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG=/etc/dpdk-oci-hook/config.hcl"]
         assert isinstance(entry["timeout"], int) and 0 < entry["timeout"] <= 60
 

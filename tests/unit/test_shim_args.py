@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hook import shim
+from hook.entry import MAIN_SCRIPT
 
 PY = "/opt/dpdk-oci-hook/venv/bin/python3"
 
@@ -79,7 +80,7 @@ def test_inject_adds_create_runtime_and_poststop_once() -> None:
     assert spec["hooks"]["createRuntime"][0] == other
     assert spec["hooks"]["createRuntime"][1] == {
         "path": PY,
-        "args": [PY, "-I", "-m", "hook", "createRuntime"],
+        "args": [PY, "-I", MAIN_SCRIPT, "createRuntime"],
         "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG=/etc/x.hcl"],
         "timeout": shim.HOOK_TIMEOUT_S,
     }
@@ -90,15 +91,30 @@ def test_inject_adds_create_runtime_and_poststop_once() -> None:
 
 
 def test_inject_counts_a_hooks_d_prestart_or_create_runtime_as_present() -> None:
-    """A setup hook of ours put in by hooks.d (or a hand-written prestart) is not doubled."""
+    """A setup hook of ours put in by hooks.d (or a hand-written prestart) is not doubled.
+
+    Either registered form counts: the script path, or ``-m hook`` of earlier installs.
+    """
     for stage in ("prestart", "createRuntime"):
-        spec = _spec(hooks={stage: [{"path": PY, "args": ["python3", "-I", "-m", "hook", stage]}]})
-        assert shim.inject_hooks(spec, PY, {}) == ["poststop"]
-        assert "createRuntime" not in spec["hooks"] or stage == "createRuntime"
+        for args in (["python3", "-I", "/elsewhere/site-packages/hook/__main__.py", stage], ["python3", "-I", "-m", "hook", stage]):
+            spec = _spec(hooks={stage: [{"path": PY, "args": args}]})
+            assert shim.inject_hooks(spec, PY, {}) == ["poststop"]
+            assert "createRuntime" not in spec["hooks"] or stage == "createRuntime"
 
 
-def test_inject_does_not_count_another_interpreter_or_module() -> None:
-    spec = _spec(hooks={"createRuntime": [{"path": "/usr/bin/python3", "args": ["python3", "-I", "-m", "other", "createRuntime"]}]})
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"path": "/usr/bin/python3", "args": ["python3", "-I", MAIN_SCRIPT, "createRuntime"]},  # another interpreter
+        {"path": PY, "args": ["python3", "-I", "-m", "other", "createRuntime"]},
+        {"path": PY, "args": ["python3", "-I", "/srv/other/__main__.py", "createRuntime"]},
+        {"path": PY, "args": ["python3", MAIN_SCRIPT, "createRuntime"]},  # not isolated: not the form we register
+        {"path": PY, "args": ["python3", "-I", MAIN_SCRIPT, "poststop"]},  # another stage
+        {"path": PY, "args": "python3 -I -m hook createRuntime"},
+    ],
+)
+def test_inject_does_not_count_other_hooks(entry: dict[str, object]) -> None:
+    spec = _spec(hooks={"createRuntime": [entry]})
     assert shim.inject_hooks(spec, PY, {}) == ["createRuntime", "poststop"]
 
 
