@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -237,6 +238,12 @@ def test_setup_error_in_vswitchd_is_rolled_back(ovs: OvsInstance, sw: OvsSwitch,
         os.unlink(stale)
     sw.add_ports("ctr-stale", [server, client])  # works once the path is free
     assert sorted(port_names(ovs, bridge)) == sorted([server.name, client.name])
+    # ovs-vswitchd 3.1 / DPDK 22.11: the failed vhost-user bind sometimes closes the bridge
+    # tap's fd ("error receiving ... Bad file descriptor"), and deleting the bridge then
+    # leaves the tap behind.  Not ours to fix; not ours to leave either.
+    ovs.vsctl("--if-exists", "del-br", bridge)
+    if os.path.exists(f"/sys/class/net/{bridge}"):
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False, timeout=10)
 
 
 def test_retried_add_replaces_own_ports(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
