@@ -35,24 +35,20 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.base_image import HOOKS as MERGED_USR_HOOKS_DIR  # merged /usr without usrmerge (and its perl)
+from tests.base_image import SLIM_DPKG_OPTIONS
+
 CACHE_DIR = Path(os.environ.get("DPDK_OCI_TEST_CACHE", "/var/cache/dpdk-oci-hook-test"))
 RECIPE_VERSION = "1"  # bump when the recipe changes in a way the argv does not show
 PACKAGES = ("dpdk-dev",)  # dpdk-testpmd, its librte-* libraries and every PMD (net_virtio_user)
 TESTPMD = "/usr/bin/dpdk-testpmd"
 DPKG_EXCLUDES = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
+    *SLIM_DPKG_OPTIONS,
     "path-exclude=/usr/include/*",
     "path-exclude=/usr/lib/*.a",  # dpkg matches without FNM_PATHNAME: any static library below /usr/lib
 )
 # run in the finished tree: refuse to cache a rootfs where testpmd would not start
 CHECK_HOOK = f'chroot "$1" sh -c \'test -x {TESTPMD} && ! ldd {TESTPMD} | grep "not found"\''
-# merged /usr without the usrmerge package, which drags in perl (~2000 files, ~50 MB)
-MERGED_USR_HOOKS = "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
 MMDEBSTRAP_TIMEOUT_S = 900
 CODENAMES = {"11": "bullseye", "12": "bookworm", "13": "trixie"}
 
@@ -95,8 +91,8 @@ def mmdebstrap_argv(suite: str, output: str, sources: list[str]) -> list[str]:
     """The build command; without host sources mmdebstrap uses deb.debian.org (plus updates, security)."""
     argv = ["mmdebstrap", "--variant=minbase", "--quiet", "--include=" + ",".join(PACKAGES), '--aptopt=Acquire::Languages "none"',
             "--dpkgopt=force-unsafe-io"]
-    if os.path.isdir(MERGED_USR_HOOKS):
-        argv.append(f"--hook-dir={MERGED_USR_HOOKS}")
+    if os.path.isdir(MERGED_USR_HOOKS_DIR):
+        argv.append(f"--hook-dir={MERGED_USR_HOOKS_DIR}")
     argv += [f"--dpkgopt={option}" for option in DPKG_EXCLUDES]
     argv += [f"--customize-hook={CHECK_HOOK}", suite, output, *sources]
     return argv
