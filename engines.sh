@@ -1,5 +1,5 @@
 # Container engine registration for install.sh (sourced; uses its VENV, CONF, DRY, SRC_DIR,
-# step and note).  The work is done by hook.engines: drop-ins that keep existing settings,
+# step and note).  The work is done by hook.admin.engines: drop-ins that keep existing settings,
 # a backup of every file it edits, and an exact undo.
 #
 #   podman, CRI-O : hooks.d files in /usr/share/containers/oci/hooks.d
@@ -22,7 +22,7 @@ _engines() {  # _engines register|unregister
         note "$VENV/bin/python3 is missing: skipped"
         return 0
     fi
-    "$VENV/bin/python3" -I -m hook.engines "${args[@]}"
+    "$VENV/bin/python3" -I -m hook.admin.engines "${args[@]}"
 }
 
 register_engines() {

@@ -292,9 +292,8 @@ def _write_cache(cache: str, payload: dict[str, Any]) -> None:
     """Best effort: a cache that cannot be written only costs speed."""
     try:
         os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-        os.replace(tmp, cache)
+        from hook.host.fsutil import replace_file
+
+        replace_file(cache, json.dumps(payload).encode(), 0o600, durable=False)
     except OSError:
         pass

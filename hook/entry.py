@@ -1,4 +1,4 @@
-"""How a runtime starts the hook: the argv of one stage, and recognising ours in a spec.
+"""How a runtime starts the hook: the argv and OCI hook entry of one stage, and recognising ours.
 
 The hook is registered as ``PYTHON -I .../hook/__main__.py STAGE``: a script path, not
 ``-m hook``, because runpy and what it imports add ~6 ms to every container start.  ``-I``
@@ -7,24 +7,42 @@ implies ``-P`` (Python >= 3.11), so the script's own directory is not put on ``s
 ``PYTHON`` must be a full path: given a bare ``python3``, CPython finds "itself" by searching
 PATH and loses the virtual environment the hook is installed in.
 
-Only ``os`` is imported: the runtime wrapper imports this on every call.
+Every place that registers the hook (the runtime wrapper, ``oci-hooks``, the runc bundles of
+the demo and tests, the hooks.d files) builds its entry here.  Only ``os`` is imported: the
+runtime wrapper imports this on every call.
 """
 
 from __future__ import annotations
 
 import os
 
+from hook.constants import ENV_CACHE_DIR, ENV_CONFIG
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 MAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
 _MAIN_TAIL = os.sep + os.path.join("hook", "__main__.py")
+HOOK_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+PASS_ENV = (ENV_CONFIG, ENV_CACHE_DIR)  # handed on to the hook when set
+# Runtimes kill a hook at its timeout.  The hook keeps its own budget well inside it.
+HOOK_TIMEOUT_S = 30
 
 
 def stage_argv(python: str, stage: str) -> list[str]:
     """The argv (``args`` of an OCI hook entry) that runs ``stage`` of this installed hook."""
     return [python, "-I", MAIN_SCRIPT, stage]
+
+
+def hook_entry(stage: str, python: str, environ: Mapping[str, str], timeout_s: int = HOOK_TIMEOUT_S) -> dict[str, Any]:
+    """The OCI hook entry that runs ``stage`` under ``python``, isolated, with an explicit env.
+
+    ``environ`` supplies the config path and cache dir to pass on, when it has them.
+    """
+    env = [HOOK_PATH] + [f"{name}={environ[name]}" for name in PASS_ENV if environ.get(name)]
+    return {"path": python, "args": stage_argv(python, stage), "env": env, "timeout": timeout_s}
 
 
 def hook_stage(args: Any) -> str | None:

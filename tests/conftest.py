@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.ovs_instance import OvsInstance
+from tests.helpers.ovs_instance import OvsInstance
 
-pytest_plugins = ["tests.engines_fixtures"]
+pytest_plugins = ["tests.helpers.engines_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -39,9 +39,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from hook.config import SwitchConfig
+from hook.constants import INDEX_KEY, OWNER_KEY
 from hook.errors import SwitchError
 from hook.model import MODE_CLIENT, MODE_SERVER, KernelPortSpec, PortLease
-from hook.switch import INDEX_KEY, OWNER_KEY
+from hook.switch.base import client_socket_path
 
 MAC_KEY = "attached-mac"
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -134,7 +135,7 @@ class OvsSwitch:
     # --- the Switch protocol ------------------------------------------------------
 
     def client_socket_path(self, port_name: str) -> str:
-        return os.path.join(self.config.ovs_rundir, port_name)
+        return client_socket_path(self.config, port_name)
 
     def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         if not ports and not kernel:

@@ -67,3 +67,6 @@ class StaticSwitch:
     def owned_ports(self) -> dict[str, list[str]]:
         """Always empty: nothing on the switch side carries an owner tag."""
         return {}
+
+    def remove_port_names(self, names: Sequence[str]) -> None:
+        """Nothing to remove: the host app owns its sockets."""

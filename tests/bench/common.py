@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hook.runc_bundle import RUNC, make_bundle
-from tests.integration.hook_env import HookEnv, make_env
+from hook.admin.runc_bundle import RUNC, make_bundle
+from tests.helpers.hook_env import HookEnv, make_env
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = Path(__file__).resolve().parent

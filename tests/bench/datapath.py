@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hook.demo import TESTPMD, testpmd_command
-from hook.runc_bundle import Container, Interactive
+from hook.admin.demo import TESTPMD, testpmd_command
+from hook.admin.runc_bundle import Container, Interactive
 from tests.bench.common import (
     BENCH_DIR,
     CONTAINER_IDS,

@@ -6,7 +6,7 @@ stdin as usual.  It imports the modules the full path imports (timed: "imports")
 the functions that do the work (parse, ledger, allocate, socket dir, mounts, switch,
 cgroups, log) with timers that record exclusive time (a wrapped call inside another, e.g.
 allocate under the ledger lock, is not counted twice), runs the unchanged
-``hook.cli.run_stage`` and appends one JSON line to ``$BENCH_PROBE_OUT``.
+``hook.stage.run.run_stage`` and appends one JSON line to ``$BENCH_PROBE_OUT``.
 
 Nothing of the hook is changed on disk; only this process's module attributes are wrapped.
 """
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 # The modules the full path imports, in the order the hook imports them.
 HOT_MODULES = (
-    "hook.cli", "hook.errors", "hook.oci", "hook.config", "hook.lifecycle", "hook.log",
-    "hook.cgroups", "hook.hugepages", "hook.mounts", "hook.topology", "hook.switch.ovs",
+    "hook.stage.run", "hook.errors", "hook.stage.oci", "hook.config", "hook.stage.lifecycle", "hook.stage.eventlog",
+    "hook.host.cgroups", "hook.host.hugepages", "hook.host.mounts", "hook.host.topology", "hook.switch.ovs",
 )
 
 
@@ -85,37 +85,37 @@ def patch(timer: PhaseTimer, modules: dict[str, Any]) -> None:
     """Wrap the work functions where the hook looks them up (module or class attributes)."""
     plan: tuple[tuple[str, str, str], ...] = (
         # (module, attribute, phase)
-        ("hook.oci", "parse_state", "parse"),
-        ("hook.oci", "read_bundle_config", "parse"),
-        ("hook.lifecycle", "read_bundle_config", "parse"),
-        ("hook.lifecycle", "rootfs_path", "parse"),
-        ("hook.lifecycle", "process_user", "parse"),
+        ("hook.stage.oci", "parse_state", "parse"),
+        ("hook.stage.oci", "read_bundle_config", "parse"),
+        ("hook.stage.lifecycle", "read_bundle_config", "parse"),
+        ("hook.stage.lifecycle", "rootfs_path", "parse"),
+        ("hook.stage.lifecycle", "process_user", "parse"),
         ("hook.config", "load", "config"),
-        ("hook.annotations", "parse", "parse"),
-        ("hook.lifecycle", "allocate", "allocate+plan"),
-        ("hook.topology", "read_topology", "allocate+plan"),
-        ("hook.lifecycle", "make_plan", "allocate+plan"),
-        ("hook.hugepages", "grow", "hugepages"),
-        ("hook.hugepages", "shrink", "hugepages"),
-        ("hook.lifecycle", "_write_socket_dir", "socket dir"),
-        ("hook.lifecycle", "_remove_socket_dir", "socket dir"),
-        ("hook.mounts", "apply_mounts", "mounts"),
-        ("hook.mounts", "remove_mounts", "mounts"),
-        ("hook.lifecycle", "_switch_for", "switch"),
-        ("hook.lifecycle", "make_switch", "switch"),
-        ("hook.cgroups", "pin", "cgroups"),
+        ("hook.request.annotations", "parse", "parse"),
+        ("hook.stage.lifecycle", "allocate", "allocate+plan"),
+        ("hook.host.topology", "read_topology", "allocate+plan"),
+        ("hook.stage.lifecycle", "make_plan", "allocate+plan"),
+        ("hook.host.hugepages", "grow", "hugepages"),
+        ("hook.host.hugepages", "shrink", "hugepages"),
+        ("hook.stage.lifecycle", "write_socket_dir", "socket dir"),
+        ("hook.stage.lifecycle", "remove_socket_dir", "socket dir"),
+        ("hook.host.mounts", "apply_mounts", "mounts"),
+        ("hook.host.mounts", "remove_mounts", "mounts"),
+        ("hook.stage.lifecycle", "_switch_for", "switch"),
+        ("hook.stage.lifecycle", "make_switch", "switch"),
+        ("hook.host.cgroups", "pin", "cgroups"),
     )
     for module, attr, phase in plan:
         mod = modules[module]
         if hasattr(mod, attr):
             setattr(mod, attr, timer.wrap(phase, getattr(mod, attr)))
-    ledger = modules["hook.ledger"].Ledger
+    ledger = modules["hook.host.ledger"].Ledger
     ledger.locked = timer.wrap_cm("ledger", ledger.locked)
     ledger._save = timer.wrap("ledger write+fsync", ledger._save)
     ovs = modules["hook.switch.ovs"].OvsSwitch
     ovs.add_ports = timer.wrap("switch", ovs.add_ports)
     ovs.remove_ports = timer.wrap("switch", ovs.remove_ports)
-    log_cls = modules["hook.log"].EventLog
+    log_cls = modules["hook.stage.eventlog"].EventLog
     log_cls._write = timer.wrap("log", log_cls._write)
 
 
@@ -126,7 +126,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for name in HOT_MODULES:
         __import__(name)
-    modules = {name: sys.modules[name] for name in (*HOT_MODULES, "hook.ledger", "hook.annotations")}
+    modules = {name: sys.modules[name] for name in (*HOT_MODULES, "hook.host.ledger", "hook.request.annotations")}
     imports_ms = (time.perf_counter() - t0) * 1000.0
     import json
     import resource
@@ -135,7 +135,7 @@ def main() -> int:
     patch(timer, modules)
     raw = sys.stdin.buffer.read((1 << 20) + 1)
     t1 = time.perf_counter()
-    rc = int(modules["hook.cli"].run_stage(stage, raw))
+    rc = int(modules["hook.stage.run"].run_stage(stage, raw))
     stage_ms = (time.perf_counter() - t1) * 1000.0
     try:
         cid = json.loads(raw).get("id")

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hook.demo import testpmd_command
-from hook.runc_bundle import RUNC, Container
+from hook.admin.demo import testpmd_command
+from hook.admin.runc_bundle import RUNC, Container
 from tests.bench.common import (
     CONTAINER_IDS,
     PROBE,
@@ -49,7 +49,7 @@ from tests.bench.common import (
     summary,
 )
 from tests.bench.start import start_ovs
-from tests.integration.hook_env import make_env
+from tests.helpers.hook_env import make_env
 
 PORTS = {P + "vhost-user": "1", P + "hugepages": "16Mi"}
 CORES = {P + "cpus": "1"}

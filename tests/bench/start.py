@@ -46,12 +46,12 @@ from tests.bench.common import (
     runc,
     summary,
 )
-from tests.ovs_instance import OvsInstance
+from tests.helpers.ovs_instance import OvsInstance
 
 FULL = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
 FOREIGN = {"org.example/team": "bench"}
-HOT_IMPORTS = ("hook.cli", "hook.errors", "hook.oci", "hook.config", "hook.lifecycle", "hook.log", "hook.cgroups",
-               "hook.hugepages", "hook.mounts", "hook.topology", "hook.switch.ovs")
+HOT_IMPORTS = ("hook.stage.run", "hook.errors", "hook.stage.oci", "hook.config", "hook.stage.lifecycle", "hook.stage.eventlog", "hook.host.cgroups",
+               "hook.host.hugepages", "hook.host.mounts", "hook.host.topology", "hook.switch.ovs")
 
 
 def start_ovs(b: Bench) -> OvsInstance:
@@ -334,7 +334,7 @@ def run_phases(b: Bench) -> Section:
                   ["module", "cumulative", "self", "depth"],
                   [[name, fmt(v["cumulative_ms"], 2), fmt(v["self_ms"], 2), str(v["depth"])] for name, v in top])
     tops = []
-    heads = ("site", "hook.cli", "hook.oci", "hook.config", "hook.lifecycle", "hook.mounts", "hook.switch.ovs")
+    heads = ("site", "hook.stage.run", "hook.stage.oci", "hook.config", "hook.stage.lifecycle", "hook.host.mounts", "hook.switch.ovs")
     for label, res in imports.items():
         roots = {k: v for k, v in res["modules"].items() if v["depth"] == 0}
         total = sum(v["cumulative_ms"] for v in roots.values())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from hook.allocate import allocate, port_name
 from hook.config import Config, SwitchConfig
+from hook.decide.allocate import allocate
+from hook.decide.names import port_name
 from hook.errors import AnnotationError, ResourceExhausted
+from hook.host.topology import HugepagePool, Node, Topology
 from hook.model import PortRequest, Request
-from hook.topology import HugepagePool, Node, Topology
 
 TWO_NODES = Topology(
     nodes={

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hook.annotations import ours, parse
 from hook.config import Limits
 from hook.errors import AnnotationError
 from hook.model import PortRequest
+from hook.request.annotations import ours, parse
 
 P = "dpdk-oci-hook/"
 LIMITS = Limits(max_cpus=4, max_hugepages_kib=2 * 1024 * 1024, max_ports=4, max_queues=4)
@@ -117,7 +117,7 @@ def test_deeply_nested_json_is_a_clear_error() -> None:
 
 def test_pod_sandbox_containers_are_never_ours() -> None:
     """A Kubernetes pause container carries the pod's annotations but gets nothing."""
-    from hook.cli import wants_us
+    from hook.constants import wants_us
 
     assert wants_us({P + "cpus": "1"})
     assert not wants_us({P + "cpus": "1", "io.kubernetes.cri.container-type": "sandbox"})

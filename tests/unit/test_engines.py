@@ -1,4 +1,4 @@
-"""The pure merge logic of hook.engines, and the hooks.d templates, on plain text."""
+"""The pure merge logic of hook.admin.engines, and the hooks.d templates, on plain text."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hook import engines
-from hook.engines import EngineConfigError
+from hook.admin import engines
+from hook.admin.engines import EngineConfigError
 from hook.entry import MAIN_SCRIPT
 
 SHIM = "/opt/dpdk-oci-hook/venv/bin/dpdk-oci-runtime"

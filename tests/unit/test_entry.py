@@ -27,7 +27,7 @@ def test_stage_argv_runs_the_package_main_isolated() -> None:
         (["python3", "-I", "/opt/x/lib/python3.13/site-packages/hook/__main__.py", "poststop"], "poststop"),
         (["python3", "-I", "-m", "hook", "prestart"], "prestart"),  # the earlier form
         (["python3", MAIN_SCRIPT, "createRuntime"], None),  # not isolated
-        (["python3", "-I", "-m", "hook.engines", "createRuntime"], None),
+        (["python3", "-I", "-m", "hook.admin.engines", "createRuntime"], None),
         (["python3", "-I", "/srv/myhook/__main__.py", "createRuntime"], None),
         (["python3", "-I", "/srv/xhook/__main__.py", "createRuntime"], None),
         (["python3", "-I", MAIN_SCRIPT], None),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hook.cli import _bundle_path, _not_ours
+from hook.stage.run import _bundle_path, _not_ours
 
 ROOT = Path(__file__).resolve().parents[2]
 # what a bundle's config.json holds when the hook is installed under a path with our name
@@ -71,11 +71,11 @@ def test_a_container_not_ours_imports_neither_json_nor_more_of_the_hook(in_state
     path = bundle(tmp_path / "dpdk-oci-hook", {"ociVersion": "1.0.2", "hooks": HOOKS})
     raw = state(bundle=path, annotations={"io.example/dpdk-oci-hook/x": "1"}) if in_state else state(bundle=path)
     code = (
-        "import sys; from hook.cli import run_stage; rc = run_stage('createRuntime', sys.stdin.buffer.read()); "
+        "import sys; from hook.stage.run import run_stage; rc = run_stage('createRuntime', sys.stdin.buffer.read()); "
         "print(rc, 'json' in sys.modules, sorted(m for m in sys.modules if m.startswith('hook')))"
     )
     proc = subprocess.run([sys.executable, "-I", "-c", code], input=raw, capture_output=True, cwd=ROOT, timeout=60, check=True)
-    assert proc.stdout.decode().strip() == "0 False ['hook', 'hook.cli']"
+    assert proc.stdout.decode().strip() == "0 False ['hook', 'hook.constants', 'hook.stage', 'hook.stage.run']"
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from hook import images
-from hook.cli import exit_code
-from hook.errors import EngineError, ImageRequirementError
+from hook.admin import images
+from hook.errors import EngineError, ImageRequirementError, exit_code
 from hook.model import PortRequest, Request
+from hook.request import image_requirements
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
@@ -46,7 +46,7 @@ def request(ports: int = 1, cpus: int = 2, hugepages_mib: int = 256, queues: int
 
 def test_image_requirements_reads_every_label() -> None:
     """The labels become counts and MiB; the DPDK version is kept as text."""
-    assert images.image_requirements(LABELS) == {
+    assert image_requirements.image_requirements(LABELS) == {
         "dpdk-version": "22.11",
         "min-ports": 1,
         "min-cpus": 2,
@@ -58,15 +58,15 @@ def test_image_requirements_reads_every_label() -> None:
 def test_image_requirements_of_an_unlabelled_image_ask_nothing() -> None:
     """An image without our labels (or with None) requires nothing."""
     expected = {"dpdk-version": None, "min-ports": 0, "min-cpus": 0, "min-hugepages-mib": 0, "min-queues": 0}
-    assert images.image_requirements({}) == expected
-    assert images.image_requirements(None) == expected
-    assert images.image_requirements({"maintainer": "x"}) == expected
+    assert image_requirements.image_requirements({}) == expected
+    assert image_requirements.image_requirements(None) == expected
+    assert image_requirements.image_requirements({"maintainer": "x"}) == expected
 
 
 def test_image_requirements_round_a_size_up_to_whole_mib() -> None:
     """A size that is not whole MiB asks for the next MiB (never less than the label says)."""
-    assert images.image_requirements({"dpdk-oci-hook.min-hugepages": "1536Ki"})["min-hugepages-mib"] == 2
-    assert images.image_requirements({"dpdk-oci-hook.min-hugepages": "1Gi"})["min-hugepages-mib"] == 1024
+    assert image_requirements.image_requirements({"dpdk-oci-hook.min-hugepages": "1536Ki"})["min-hugepages-mib"] == 2
+    assert image_requirements.image_requirements({"dpdk-oci-hook.min-hugepages": "1Gi"})["min-hugepages-mib"] == 1024
 
 
 @pytest.mark.parametrize(
@@ -83,21 +83,21 @@ def test_image_requirements_round_a_size_up_to_whole_mib() -> None:
 def test_a_malformed_label_fails_closed(label: str, value: str) -> None:
     """A label the hook cannot read refuses the container instead of being ignored."""
     with pytest.raises(ImageRequirementError) as err:
-        images.image_requirements({label: value})
+        image_requirements.image_requirements({label: value})
     assert err.value.fields["label"] == label
     assert value in str(err.value)
 
 
 def test_check_requirements_passes_a_request_that_covers_the_labels() -> None:
     """Enough of everything: the requirements come back, nothing is raised."""
-    assert images.check_requirements(LABELS, request())["min-hugepages-mib"] == 192
-    assert images.check_requirements(LABELS, request(ports=3, cpus=4, hugepages_mib=192, queues=4))["min-cpus"] == 2
+    assert image_requirements.check_requirements(LABELS, request())["min-hugepages-mib"] == 192
+    assert image_requirements.check_requirements(LABELS, request(ports=3, cpus=4, hugepages_mib=192, queues=4))["min-cpus"] == 2
 
 
 def test_check_requirements_with_no_labels_accepts_anything() -> None:
     """An image without requirement labels runs with any annotations."""
-    images.check_requirements({}, Request(cpus=1))
-    images.check_requirements(None, Request(hugepages_mib=2))
+    image_requirements.check_requirements({}, Request(cpus=1))
+    image_requirements.check_requirements(None, Request(hugepages_mib=2))
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_check_requirements_with_no_labels_accepts_anything() -> None:
 def test_check_requirements_names_the_first_unmet_label(req: Request, label: str, required: Any, given: str) -> None:
     """The error names the label, what it requires and what the annotations give."""
     with pytest.raises(ImageRequirementError) as err:
-        images.check_requirements(LABELS, req)
+        image_requirements.check_requirements(LABELS, req)
     assert err.value.fields == {"label": label, "required": required, "given": given}
     assert str(err.value) == f"image requires {label}={required}, but the annotations give {given}"
     assert exit_code(err.value) == 11
@@ -123,14 +123,14 @@ def test_check_requirements_names_the_first_unmet_label(req: Request, label: str
 def test_check_requirements_says_no_hugepages_when_none_are_asked() -> None:
     """A request without hugepage memory reads as 'no hugepages'."""
     with pytest.raises(ImageRequirementError, match="annotations give no hugepages"):
-        images.check_requirements({"dpdk-oci-hook.min-hugepages": "64Mi"}, Request(cpus=1))
+        image_requirements.check_requirements({"dpdk-oci-hook.min-hugepages": "64Mi"}, Request(cpus=1))
 
 
 def test_check_requirements_checks_the_queues_of_every_port() -> None:
     """The second port's queue count is checked too."""
     req = Request(ports=(PortRequest(queues=2), PortRequest(queues=1)), cpus=2, hugepages_mib=256)
     with pytest.raises(ImageRequirementError, match=r"queues=1 on port 1 \(net1\)"):
-        images.check_requirements(LABELS, req)
+        image_requirements.check_requirements(LABELS, req)
 
 
 # --- templates -----------------------------------------------------------------------------

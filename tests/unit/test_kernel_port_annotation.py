@@ -10,17 +10,11 @@ import sys
 import pytest
 
 from hook.errors import AnnotationError, SwitchError
-from hook.kernelports import (
-    ANNOTATION,
-    KernelPortError,
-    KernelPortRequest,
-    KernelPortSpec,
-    owner_tag,
-    parse_kernel_ports,
-    valid_ifname,
-)
+from hook.host.veth import KernelPortError, owner_tag
+from hook.model import KernelPortRequest, KernelPortSpec
+from hook.request.kernel_ports import parse_kernel_ports, valid_ifname
 
-K = ANNOTATION
+K = "dpdk-oci-hook/kernel-ports"
 
 
 def parse(value: object, max_ports: int = 4) -> tuple[KernelPortRequest, ...]:
@@ -239,7 +233,7 @@ def test_errors_are_switch_errors() -> None:
 def test_parsing_does_not_load_pyroute2() -> None:
     """Importing the module and validating stay off pyroute2, whose import costs ~150-250 ms."""
     code = (
-        "import sys; from hook.kernelports import parse_kernel_ports as p; "
+        "import sys; from hook.request.kernel_ports import parse_kernel_ports as p; "
         "p('k', '[{\"addresses\": [\"10.0.0.2/24\"], \"routes\": [{\"to\": \"default\", \"via\": \"10.0.0.1\"}]}]', 1); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'asyncio', 'ctypes')))"
     )

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hook.allocate import allocate
 from hook.config import Config
+from hook.decide.allocate import allocate
 from hook.errors import LedgerCorrupt, ResourceExhausted
-from hook.ledger import Ledger
+from hook.host.ledger import Ledger
+from hook.host.topology import HugepagePool, Node, Topology
 from hook.model import PortLease, PortRequest, Request, Reservation
-from hook.topology import HugepagePool, Node, Topology
 
 
 def res(cid: str, cpus: list[int], mib: int = 0, ports: list[PortLease] | None = None) -> Reservation:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hook.decide.plan import ContainerUser, make_plan
 from hook.model import PortLease, Reservation
-from hook.plan import ContainerUser, make_plan
 
 
 def reservation(cpus: list[int], ports: list[PortLease], mib: int = 512) -> Reservation:

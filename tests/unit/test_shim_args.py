@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from hook import shim
+from hook import entry
+from hook.constants import SANDBOX_MARKERS
 from hook.entry import MAIN_SCRIPT
+from hook.runtime import spec as spec_mod
+from hook.runtime import wrapper as shim
 
 PY = "/opt/dpdk-oci-hook/venv/bin/python3"
 
@@ -61,14 +64,14 @@ def _spec(**extra: Any) -> dict[str, Any]:
 
 
 def test_is_ours() -> None:
-    assert shim.is_ours(_spec())
-    assert not shim.is_ours({"annotations": {"io.example/dpdk-oci-hook/cpus": "1"}})
-    assert not shim.is_ours({"annotations": None})
-    assert not shim.is_ours({})
-    assert not shim.is_ours([])
-    for key in shim.SANDBOX_KEYS:  # a pod's pause container carries the pod's annotations too
-        assert not shim.is_ours({"annotations": {"dpdk-oci-hook/cpus": "1", key: "sandbox"}})
-        assert shim.is_ours({"annotations": {"dpdk-oci-hook/cpus": "1", key: "container"}})
+    assert spec_mod.is_ours(_spec())
+    assert not spec_mod.is_ours({"annotations": {"io.example/dpdk-oci-hook/cpus": "1"}})
+    assert not spec_mod.is_ours({"annotations": None})
+    assert not spec_mod.is_ours({})
+    assert not spec_mod.is_ours([])
+    for key in [k for k, _ in SANDBOX_MARKERS]:  # a pod's pause container carries the pod's annotations too
+        assert not spec_mod.is_ours({"annotations": {"dpdk-oci-hook/cpus": "1", key: "sandbox"}})
+        assert spec_mod.is_ours({"annotations": {"dpdk-oci-hook/cpus": "1", key: "container"}})
 
 
 def test_inject_adds_create_runtime_and_poststop_once() -> None:
@@ -76,17 +79,17 @@ def test_inject_adds_create_runtime_and_poststop_once() -> None:
     other = {"path": "/usr/bin/other-hook"}
     spec = _spec(hooks={"createRuntime": [other]})
     env = {"DPDK_OCI_HOOK_CONFIG": "/etc/x.hcl", "HOME": "/root"}
-    assert shim.inject_hooks(spec, PY, env) == ["createRuntime", "poststop"]
+    assert spec_mod.inject_hooks(spec, PY, env) == ["createRuntime", "poststop"]
     assert spec["hooks"]["createRuntime"][0] == other
     assert spec["hooks"]["createRuntime"][1] == {
         "path": PY,
         "args": [PY, "-I", MAIN_SCRIPT, "createRuntime"],
         "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG=/etc/x.hcl"],
-        "timeout": shim.HOOK_TIMEOUT_S,
+        "timeout": entry.HOOK_TIMEOUT_S,
     }
-    assert spec["hooks"]["poststop"] == [shim.hook_entry("poststop", PY, env)]
+    assert spec["hooks"]["poststop"] == [entry.hook_entry("poststop", PY, env)]
     before = copy.deepcopy(spec)
-    assert shim.inject_hooks(spec, PY, env) == []
+    assert spec_mod.inject_hooks(spec, PY, env) == []
     assert spec == before
 
 
@@ -98,7 +101,7 @@ def test_inject_counts_a_hooks_d_prestart_or_create_runtime_as_present() -> None
     for stage in ("prestart", "createRuntime"):
         for args in (["python3", "-I", "/elsewhere/site-packages/hook/__main__.py", stage], ["python3", "-I", "-m", "hook", stage]):
             spec = _spec(hooks={stage: [{"path": PY, "args": args}]})
-            assert shim.inject_hooks(spec, PY, {}) == ["poststop"]
+            assert spec_mod.inject_hooks(spec, PY, {}) == ["poststop"]
             assert "createRuntime" not in spec["hooks"] or stage == "createRuntime"
 
 
@@ -115,14 +118,14 @@ def test_inject_counts_a_hooks_d_prestart_or_create_runtime_as_present() -> None
 )
 def test_inject_does_not_count_other_hooks(entry: dict[str, object]) -> None:
     spec = _spec(hooks={"createRuntime": [entry]})
-    assert shim.inject_hooks(spec, PY, {}) == ["createRuntime", "poststop"]
+    assert spec_mod.inject_hooks(spec, PY, {}) == ["createRuntime", "poststop"]
 
 
 def test_inject_refuses_malformed_hooks() -> None:
-    with pytest.raises(shim.ShimError, match="not an object"):
-        shim.inject_hooks(_spec(hooks=[]), PY, {})
-    with pytest.raises(shim.ShimError, match="not a list"):
-        shim.inject_hooks(_spec(hooks={"poststop": {}}), PY, {})
+    with pytest.raises(shim.WrapperError, match="not an object"):
+        spec_mod.inject_hooks(_spec(hooks=[]), PY, {})
+    with pytest.raises(shim.WrapperError, match="not a list"):
+        spec_mod.inject_hooks(_spec(hooks={"poststop": {}}), PY, {})
 
 
 def test_prepare_bundle_leaves_other_containers_untouched(tmp_path: Path) -> None:
@@ -154,7 +157,7 @@ def test_runtime_settings(tmp_path: Path) -> None:
     assert shim.runtime_settings({}, str(settings)) == ("/usr/bin/crun", "/var/log/w.log")
     assert shim.runtime_settings({"DPDK_OCI_RUNTIME": "/x/runc"}, str(settings)) == ("/x/runc", "/var/log/w.log")
     settings.write_text("{broken")
-    with pytest.raises(shim.ShimError, match="not valid JSON"):
+    with pytest.raises(shim.WrapperError, match="not valid JSON"):
         shim.runtime_settings({}, str(settings))
-    with pytest.raises(shim.ShimError, match="absolute"):
+    with pytest.raises(shim.WrapperError, match="absolute"):
         shim.runtime_settings({"DPDK_OCI_RUNTIME": "runc"}, str(tmp_path / "none"))

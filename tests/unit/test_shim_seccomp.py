@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hook.shim import allow_numa_syscalls
+from hook.runtime.spec import allow_numa_syscalls
 
 
 def spec(seccomp: Any) -> dict[str, Any]:

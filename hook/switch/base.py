@@ -1,0 +1,52 @@
+"""The host DPDK switch behind one small interface, and the factory that picks a backend.
+
+A backend plugs a container's :class:`~hook.model.PortLease` values into the switch in one
+all-or-nothing step, removes them idempotently, and lists what it holds by owner tag so
+``gc`` can find orphans from the switch side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from hook.config import SwitchConfig
+from hook.model import KernelPortSpec, PortLease
+
+
+class Switch(Protocol):
+    """What the hook needs from a host switch."""
+
+    name: str
+
+    def client_socket_path(self, port_name: str) -> str:
+        """Where the switch itself creates the socket of a client-mode port."""
+        ...
+
+    def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        """Plug all ports (vhost-user, and host ends of kernel veths) in one step; on failure none stays."""
+        ...
+
+    def remove_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        """Unplug the ports; ports already gone are fine."""
+        ...
+
+    def owned_ports(self) -> dict[str, list[str]]:
+        """Container id -> names of ports the switch holds for it (by owner tag)."""
+        ...
+
+    def remove_port_names(self, names: Sequence[str]) -> None:
+        """Delete ports by name whoever owns them (``gc``, with names from :meth:`owned_ports`)."""
+        ...
+
+
+def client_socket_path(config: SwitchConfig, port_name: str) -> str:
+    """Where the switch creates the socket of a client-mode port (pure: a path, no I/O).
+
+    OVS makes a ``dpdkvhostuser`` port's socket in its run directory under the port's name.
+    """
+    import os
+
+    return os.path.join(config.ovs_rundir, port_name)
+
+
