@@ -6,17 +6,18 @@ file's identity (device, inode, size, mtime) and only falls back to HCL when it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hook.errors import ConfigError
-from hook.units import NAME_CHARS, format_size_kib, parse_cpulist, parse_size_kib
+from hook.units import NAME_CHARS, format_cpulist, format_size_kib, parse_cpulist, parse_size_kib
 
 DEFAULT_PATH = "/etc/dpdk-oci-hook/config.hcl"
 ENV_PATH = "DPDK_OCI_HOOK_CONFIG"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 BACKENDS = ("ovs", "static")
 HUGEPAGE_SIZES_KIB = (2048, 1048576)
 
@@ -33,6 +34,25 @@ class SwitchConfig:
     ovs_rundir: str = "/var/run/openvswitch"  # where OVS makes dpdkvhostuser (client-mode) sockets
     timeout_s: float = 5.0
     static_sockets: tuple[str, ...] = ()
+    # Set from state_dir, not by hand: every owner record on the switch carries it, so two
+    # installations (two state_dirs) sharing one OVS never see or remove each other's ports.
+    scope: str = ""
+    # The bridges containers may use (the policy's); the hook never creates any other bridge
+    # and never changes the settings of one that exists.
+    bridges: tuple[str, ...] = ()
+    # Each port may send only from its own MAC (and a kernel port's addresses): OpenFlow rules.
+    anti_spoofing: bool = True
+
+
+@dataclass(frozen=True)
+class BridgePolicy:
+    """What containers may ask for on one bridge (config.hcl ``policy { bridge "NAME" {...} }``)."""
+
+    name: str
+    vlan_required: bool = False  # a port must name a VLAN (then it is an access port of it)
+    vlans: frozenset[int] = frozenset(range(1, 4095))  # VLAN ids a port may name
+    allow_mac: bool = True  # the container may choose its ports' MACs (unique on the bridge)
+    allow_addresses: bool = True  # the container may choose its kernel ports' IP addresses
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,14 @@ class Config:
     grow_pool: bool = False
     switch: SwitchConfig = field(default_factory=SwitchConfig)
     limits: Limits = field(default_factory=Limits)
+    policy: tuple[BridgePolicy, ...] = ()  # empty: the configured bridge with the defaults above
+
+    def bridge_policy(self, bridge: str) -> BridgePolicy | None:
+        """The policy of ``bridge``, or None when containers may not use it."""
+        for item in self.policy or (BridgePolicy(self.switch.bridge),):
+            if item.name == bridge:
+                return item
+        return None
 
     @property
     def socket_root(self) -> str:
@@ -73,6 +101,8 @@ class Config:
         raw["cpu_pool"] = sorted(self.cpu_pool)
         raw["reserved_cpus"] = sorted(self.reserved_cpus)
         raw["switch"]["static_sockets"] = list(self.switch.static_sockets)
+        raw["switch"]["bridges"] = list(self.switch.bridges)
+        raw["policy"] = [{**asdict(p), "vlans": format_cpulist(p.vlans)} for p in self.policy]
         return raw
 
     @classmethod
@@ -82,7 +112,9 @@ class Config:
         data["reserved_cpus"] = frozenset(data["reserved_cpus"])
         sw = dict(data["switch"])
         sw["static_sockets"] = tuple(sw["static_sockets"])
+        sw["bridges"] = tuple(sw["bridges"])
         data["switch"] = SwitchConfig(**sw)
+        data["policy"] = tuple(BridgePolicy(**{**p, "vlans": parse_cpulist(p["vlans"])}) for p in data.get("policy", ()))
         data["limits"] = Limits(**data["limits"])
         return cls(**data)
 
@@ -236,8 +268,13 @@ def validate(data: dict[str, Any], path: str) -> Config:
             raise ConfigError(path=path, reason=f"limits.max_hugepages: {exc}") from exc
     _no_leftovers(lim_raw, path, "limits.")
 
+    policy, anti_spoofing = _policy(dict(data.pop("policy", {}) or {}), switch.bridge, path)
+    scope = hashlib.sha256(os.path.abspath(top.get("state_dir", Config.state_dir)).encode()).hexdigest()[:12]
+    switch = replace(switch, scope=scope, bridges=tuple(p.name for p in policy), anti_spoofing=anti_spoofing)
+
     _no_leftovers(data, path, "")
     return Config(
+        policy=policy,
         path=path,
         cpu_pool=pool,
         reserved_cpus=reserved,
@@ -248,8 +285,49 @@ def validate(data: dict[str, Any], path: str) -> Config:
     )
 
 
+def _policy(raw: dict[str, Any], default_bridge: str, path: str) -> tuple[tuple[BridgePolicy, ...], bool]:
+    """The ``policy`` block: per-bridge rules, and whether anti-spoofing rules are installed."""
+    anti_spoofing = _take(raw, "anti_spoofing", bool, path, "policy.") if "anti_spoofing" in raw else True
+    blocks = raw.pop("bridge", None)
+    _no_leftovers(raw, path, "policy.")
+    if blocks is None:
+        return (BridgePolicy(default_bridge),), anti_spoofing
+    items: list[tuple[str, Any]] = []
+    for block in blocks if isinstance(blocks, list) else [blocks]:
+        if not isinstance(block, dict):
+            raise ConfigError(path=path, reason='policy.bridge must be blocks like bridge "br-dpdk" { ... }')
+        items += list(block.items())
+    policies: list[BridgePolicy] = []
+    for label, body in items:
+        name = label[1:-1] if len(label) >= 2 and label[0] == label[-1] == '"' else label
+        where = f"policy.bridge.{name}."
+        if not (0 < len(name) <= 15 and set(name) <= NAME_CHARS and name[0] not in "-."):
+            raise ConfigError(path=path, reason=f"policy bridge {name!r} is not a valid bridge name")
+        if any(p.name == name for p in policies):
+            raise ConfigError(path=path, reason=f"policy bridge {name!r} is given twice")
+        body = dict(body or {})
+        fields: dict[str, Any] = {}
+        for key in ("vlan_required", "allow_mac", "allow_addresses"):
+            if key in body:
+                fields[key] = _take(body, key, bool, path, where)
+        if "vlans" in body:
+            try:
+                vlans = parse_cpulist(_take(body, "vlans", str, path, where))  # the same range syntax
+            except ValueError as exc:
+                raise ConfigError(path=path, reason=f"{where}vlans: {exc}") from exc
+            if not vlans <= frozenset(range(0, 4095)):
+                raise ConfigError(path=path, reason=f"{where}vlans must be within 0..4094")
+            fields["vlans"] = vlans
+        _no_leftovers(body, path, where)
+        if fields.get("vlan_required") and not fields.get("vlans", True):
+            raise ConfigError(path=path, reason=f"{where}vlan_required with no allowed vlans refuses every port")
+        policies.append(BridgePolicy(name, **fields))
+    if not policies:
+        raise ConfigError(path=path, reason="policy names no bridge: containers could use none")
+    return tuple(policies), anti_spoofing
+
+
 def _cache_path(path: str) -> str:
-    import hashlib
 
     digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
     root = os.environ.get("DPDK_OCI_HOOK_CACHE_DIR") or "/run/dpdk-oci-hook-cache"
