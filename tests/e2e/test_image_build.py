@@ -10,7 +10,9 @@ For each of testpmd, l2fwd, l3fwd and the sample app (template custom), one at a
   (``--no-huge``, a ``net_null`` port, two lcores on one CPU) in a bind-mounted /run/dpdk,
   until the app forwards; SIGTERM stops it cleanly;
 - the same run under plain ``runc`` from a bundle made with ``docker export`` (read-only
-  root filesystem, as ``runc spec`` makes it).
+  root filesystem, as ``runc spec`` makes it);
+- ``dpdk-oci-hook image render`` writes a context that a bare build (the engine's build API,
+  as ``docker build DIR``) turns into the same image: labels, user, entrypoint.
 
 The engine is the ``docker_engine`` fixture (an object with ``.socket``); without it the tests
 skip, unless ``DPDK_OCI_HOOK_TEST_DOCKER_HOST`` names an engine (``unix:///path/docker.sock``)
@@ -27,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +41,7 @@ from typing import Any
 import pytest
 
 from hook.admin import images
+from hook.admin.images import docker_build
 from hook.request import image_requirements
 from tests.helpers.base_image import ensure_base_image
 
@@ -97,7 +101,7 @@ class Built:
 @pytest.fixture(scope="module")
 def client(request: pytest.FixtureRequest) -> Any:
     """A docker SDK client for the ``docker_engine`` fixture's engine (or the env override)."""
-    import docker
+    docker = pytest.importorskip("docker", reason="the Docker SDK (the [images] extra) is not installed")
 
     base_url = os.environ.get("DPDK_OCI_HOOK_TEST_DOCKER_HOST")
     if not base_url:
@@ -202,6 +206,31 @@ def test_build_declares_its_needs_and_runs_non_root(name: str, client: Any, buil
     assert config["User"] == f"{UID}:{UID}"
     assert config["Entrypoint"] == ["/usr/local/bin/dpdk-entrypoint", CASES[name].app]
     assert item.size < 200e6, f"{item.tag} is {item.size / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rendered_context_builds_the_same_image_with_a_bare_build(name: str, client: Any, built: dict[str, Built], tmp_path: Path) -> None:
+    """'dpdk-oci-hook image render' needs no engine; the engine builds its output as it is (no build args)."""
+    case = CASES[name]
+    context = tmp_path / "ctx"
+    cli = Path(sys.executable).with_name("dpdk-oci-hook")
+    argv = [str(cli), "image", "render", case.template, "--output", str(context)]
+    if case.app_dir:
+        argv += ["--app", str(REPO / case.app_dir)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    reference = build_once(name, client, built)
+    tag = f"dpdk-oci-hook-test/rendered-{name}:{DPDK}"
+    lines: list[str] = []
+    docker_build._stream_build(client, context, tag, docker_build._build_network(client), False, lines.append)
+    try:
+        config = client.images.get(tag).attrs["Config"]
+        for key in ("Labels", "User", "Entrypoint", "Cmd", "Env"):
+            assert config[key] == reference.attrs["Config"][key], key
+        code, out = run_to_end(client, tag, ["--eal-help"])
+        assert code == 0 and "EAL common options" in out, out
+    finally:
+        client.images.remove(tag, noprune=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
