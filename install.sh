@@ -113,8 +113,9 @@ setup_hugepages() {
 install_venv() {
     step "the project in $VENV"
     [ -x "$VENV/bin/python3" ] || run /usr/bin/python3 -m venv "$VENV"
-    local spec=("$SRC_DIR")
-    [ "$EDITABLE" = 1 ] && spec=(-e "$SRC_DIR")
+    # with the [images] extra: the Docker SDK that 'dpdk-oci-hook image build' uses
+    local spec=("$SRC_DIR[images]")
+    [ "$EDITABLE" = 1 ] && spec=(-e "$SRC_DIR[images]")
     run "$VENV/bin/pip" install -q --disable-pip-version-check "${spec[@]}"
     # image templates for 'dpdk-oci-hook image build'
     if ! diff -rq "$SRC_DIR/templates" "$PREFIX/templates" >/dev/null 2>&1; then
