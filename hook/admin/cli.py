@@ -207,6 +207,9 @@ def build_parser() -> Any:
     from hook.admin.images import add_image_parser
 
     add_image_parser(sub)
+    from hook.kubernetes.cli import add_device_plugin_parser
+
+    add_device_plugin_parser(sub)
     return parser
 
 
