@@ -109,10 +109,25 @@ class PortLease:
     static: bool = False  # a pre-made socket leased from the static backend
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One container instance on this host: ids are unique only per runtime root or namespace.
+
+    The pid and its start time name the instance's init process for good; the bundle tells
+    two same-id containers apart once their processes are gone (poststop has no pid).
+    """
+
+    container_id: str
+    bundle: str
+    pid: int | None = None
+    pid_start: int | None = None
+
+
 @dataclass
 class Reservation:
-    """Everything one container holds; one ledger entry."""
+    """Everything one container instance holds; one ledger entry, keyed by ``key``."""
 
+    key: str  # host-unique and random: names and paths derive from it, never from the container id
     container_id: str
     state: str
     backend: str
@@ -120,13 +135,21 @@ class Reservation:
     cpus: list[int]
     hugepage_size_kib: int
     hugepages_mib: int
-    socket_dir: str
+    bundle: str = ""
     ports: list[PortLease] = field(default_factory=list)
     pid: int | None = None
     pid_start: int | None = None
-    grown_pages: int = 0
+    grown_pages: int = 0  # pages the node's kernel pool grows by for it (recorded before growing)
+    grow_from: int | None = None  # the pool's size before it grew
+    grow_done: bool = False  # the growth happened (saved right after the kernel took it)
     created: float = 0.0
     kernel_ports: list[KernelPortSpec] = field(default_factory=list)
+    uid: int = 0  # host uid/gid owning what the hook made for it (mapped through user namespaces)
+    gid: int = 0
+
+    @property
+    def instance(self) -> Instance:
+        return Instance(self.container_id, self.bundle, self.pid, self.pid_start)
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -136,6 +159,7 @@ class Reservation:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Reservation:
         data = dict(raw)
+        data.pop("socket_dir", None)  # ledger format 1
         data["ports"] = [PortLease(**p) for p in data.get("ports", [])]
         data["kernel_ports"] = [KernelPortSpec.from_dict(k) for k in data.get("kernel_ports", [])]
         return cls(**data)
@@ -145,11 +169,12 @@ class Reservation:
 class Mount:
     """One mount to make inside the container, target relative to its rootfs."""
 
-    kind: str  # "bind" or "hugetlbfs"
+    kind: str  # "bind", "hugetlbfs" or "tmpfs"
     target: str  # absolute path inside the container
     source: str = ""  # host path for binds
-    options: str = ""  # data string for hugetlbfs
+    options: str = ""  # data string for hugetlbfs and tmpfs
     file: bool = False  # target is a file (socket) rather than a directory
+    files: tuple[tuple[str, str], ...] = ()  # tmpfs: (name, content) written into it, read-only
 
 
 @dataclass(frozen=True)
@@ -159,7 +184,7 @@ class Plan:
     reservation: Reservation
     mounts: tuple[Mount, ...]  # made before the switch is touched
     socket_mounts: tuple[Mount, ...]  # host-made sockets: they exist only after the switch step
-    files: dict[str, str]  # file name inside socket_dir -> content
+    files: dict[str, str]  # file name inside the container's /run/dpdk -> content
     eal_args: tuple[str, ...]
     cpus: tuple[int, ...]
     mems: tuple[int, ...]

@@ -72,14 +72,12 @@ def cmd_gc(args: Any) -> int:
     if args.rebuild:
         entries, aside = gc_mod.rebuild(config, log)
         sys.stdout.write(f"ledger rebuilt with {len(entries)} live container(s); old ledger kept at {aside}\n")
+    if args.watch:
+        sys.stdout.write(f"gc: a pass every {args.interval:g}s until stopped (SIGTERM or Ctrl-C); passes that free nothing stay quiet\n")
+        sys.stdout.flush()
+        return gc_mod.watch(config, log, args.interval)
     report = gc_mod.gc(config, log)
-    text = (
-        f"released {len(report.released)} reservation(s) of gone containers, "
-        f"{sum(len(v) for v in report.orphan_ports.values())} orphan switch port(s), "
-        f"{len(report.orphan_dirs)} orphan socket dir(s)"
-    )
-    text += "".join(f"\n  error: {e}" for e in report.errors)
-    _print(report.__dict__, args.json, text)
+    _print(report.__dict__, args.json, gc_mod.summary(report))
     return 1 if report.errors else 0
 
 
@@ -105,17 +103,21 @@ def cmd_explain(args: Any) -> int:
 
     from hook import config as config_mod
     from hook.decide.allocate import allocate
-    from hook.decide.plan import ContainerUser, make_plan
+    from hook.decide.names import new_key
+    from hook.decide.plan import make_plan
     from hook.host.ledger import Ledger
     from hook.host.topology import read_topology
+    from hook.model import Instance
     from hook.request import annotations as annotations_mod
 
     config = config_mod.load(args.config)
     annotations = _parse_annotation_args(args.annotation)
     request = annotations_mod.parse(annotations, config.limits, config.hugepage_size_kib)
     entries = Ledger(config.ledger_path).snapshot()
-    decision = allocate(request, config, read_topology(), entries, args.container_id, time.time())
-    plan = make_plan(decision.reservation, ContainerUser())
+    # The container's pid is not known yet: this process's own pid stands in for it.
+    instance = Instance(args.container_id, "", os.getpid(), None)
+    decision = allocate(request, config, read_topology(), entries, instance, new_key(os.urandom(8)), time.time())
+    plan = make_plan(decision.reservation)
     out = {
         "request": request,
         "reservation": decision.reservation.to_dict(),
@@ -184,6 +186,8 @@ def build_parser() -> Any:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("gc", help="free what belongs to containers that no longer exist")
     p.add_argument("--rebuild", action="store_true", help="rebuild a corrupt ledger from the owner records first")
+    p.add_argument("--watch", action="store_true", help="keep running: a pass every --interval seconds (for hosts without systemd)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between --watch passes (default 30)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gc)
     p = sub.add_parser("config", help="host configuration")

@@ -1,21 +1,31 @@
-"""``gc`` and ``gc --rebuild``: free what belongs to containers that no longer exist."""
+"""``gc`` and ``gc --rebuild``: free what belongs to container instances that are gone.
+
+Correct while containers start and stop beside it:
+
+* an entry is released only when its process is provably gone (pid and start time), and
+  the release itself re-reads the entry under the lock;
+* tagged resources (switch ports, veths, owner records) are listed first and the ledger is
+  read after: a start records its entry before it creates anything, and keys are random and
+  never reused, so a resource whose key the ledger does not hold at that later moment can
+  belong to no running or starting instance;
+* ``--rebuild`` holds the lock from reading the owner records to writing the new ledger.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from collections.abc import Callable
+import signal
+import sys
+import time
 from dataclasses import dataclass, field
 
 from hook.config import Config
-from hook.decide.names import container_key
 from hook.errors import HookError
+from hook.host import owner_records
 from hook.host.ledger import Ledger
 from hook.host.proc import process_alive
 from hook.model import STATE_ACTIVE, Reservation
 from hook.stage.eventlog import Log
-from hook.stage.lifecycle import release
+from hook.stage.lifecycle import alive, release_key
 from hook.switch.factory import make_switch
 
 
@@ -25,78 +35,117 @@ class GcReport:
 
     released: list[str] = field(default_factory=list)
     orphan_ports: dict[str, list[str]] = field(default_factory=dict)
-    orphan_dirs: list[str] = field(default_factory=list)
+    orphan_records: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def freed_anything(self) -> bool:
+        return bool(self.released or self.orphan_ports or self.orphan_records)
 
-def gc(config: Config, log: Log, live: Callable[[Reservation], bool] | None = None) -> GcReport:
-    """Free what belongs to containers that no longer exist, from every side."""
-    alive = live or (lambda res: process_alive(res.pid, res.pid_start))
+
+def gc(config: Config, log: Log) -> GcReport:
+    """Free what belongs to instances that no longer exist, from every side."""
     report = GcReport()
     ledger = Ledger(config.ledger_path)
-    entries = ledger.snapshot()
-    for cid, res in entries.items():
-        if not alive(res):
-            try:
-                release(cid, config, log)
-                report.released.append(cid)
-            except HookError as exc:
-                report.errors.append(f"{cid}: {exc}")
-    known = set(ledger.snapshot())
+    with ledger.locked() as data:
+        dead = [(key, res.container_id) for key, res in data.entries.items() if not alive(res)]
+    for key, cid in dead:
+        try:
+            if release_key(key, config, log):
+                report.released.append(f"{cid} ({key})")
+        except HookError as exc:
+            report.errors.append(f"{cid} ({key}): {exc}")
+
+    # Resources first, the ledger after (see the module's docstring).
+    switch_owned: dict[str, list[str]] = {}
     try:
-        switch = make_switch(config.switch)
-        for cid, names in switch.owned_ports().items():
-            if cid not in known:
-                switch.remove_port_names(names)
-                report.orphan_ports[cid] = names
+        switch_owned = make_switch(config.switch).owned_ports()
     except HookError as exc:
         report.errors.append(str(exc))
+    veth_owned: dict[str, str] = {}
     try:
         from hook.host import veth
 
-        stray = [name for name, owner in veth.existing_owners().items() if owner not in known]
-        if stray:
-            veth.remove(stray)
-            report.orphan_ports.setdefault("(kernel links)", []).extend(stray)
+        veth_owned = veth.existing_owners()
     except HookError as exc:
         report.errors.append(str(exc))
-    known_keys = {container_key(cid)[:16] for cid in known}
-    try:
-        names = os.listdir(config.socket_root)
-    except FileNotFoundError:
-        names = []
-    for name in sorted(names):
-        key = name.split(".", 1)[0]
-        if key not in known_keys:
-            path = os.path.join(config.socket_root, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-            report.orphan_dirs.append(path)
-    log.info("gc done", released=report.released, orphan_ports=report.orphan_ports, orphan_dirs=report.orphan_dirs, errors=report.errors)
+    record_keys = owner_records.keys(config.state_dir)
+    known = set(ledger.snapshot())
+
+    for key, names in switch_owned.items():
+        if key not in known:
+            try:
+                make_switch(config.switch).remove_port_names(names)
+                report.orphan_ports[key] = names
+            except HookError as exc:
+                report.errors.append(str(exc))
+    stray = [name for name, owner in veth_owned.items() if owner not in known]
+    if stray:
+        try:
+            from hook.host import veth
+
+            veth.remove(stray)
+            report.orphan_ports.setdefault("(kernel links)", []).extend(stray)
+        except HookError as exc:
+            report.errors.append(str(exc))
+    for key in record_keys:
+        if key not in known:
+            owner_records.remove_any(config.state_dir, key)
+            report.orphan_records.append(key)
+    log.info("gc done", released=report.released, orphan_ports=report.orphan_ports, orphan_records=report.orphan_records,
+             errors=report.errors)
     return report
 
 
 def rebuild(config: Config, log: Log) -> tuple[dict[str, Reservation], str | None]:
-    """Rebuild a corrupt ledger from the owner records of containers that still run."""
-    entries: dict[str, Reservation] = {}
-    try:
-        names = os.listdir(config.socket_root)
-    except FileNotFoundError:
-        names = []
-    for name in sorted(names):
-        if not name.endswith(".owner"):
-            continue
-        try:
-            with open(os.path.join(config.socket_root, name), encoding="utf-8") as fh:
-                res = Reservation.from_dict(json.load(fh))
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("unreadable owner record", file=name, error=str(exc))
-            continue
-        if process_alive(res.pid, res.pid_start):
-            res.state = STATE_ACTIVE
-            entries[res.container_id] = res
-    aside = Ledger(config.ledger_path).reset(entries)
+    """Rebuild a corrupt ledger from the owner records of instances that still run.
+
+    Holds the ledger lock throughout: no start or release interleaves.
+    """
+    ledger = Ledger(config.ledger_path)
+    with ledger.locked_for_rebuild():
+        records, unreadable = owner_records.read_all(config.state_dir)
+        for item in unreadable:
+            log.warning("unreadable owner record", record=item)
+        entries: dict[str, Reservation] = {}
+        for res in records:
+            if process_alive(res.pid, res.pid_start):
+                res.state = STATE_ACTIVE
+                entries[res.key] = res
+        aside = ledger.reset_locked(entries)
     log.info("ledger rebuilt", kept=sorted(entries), old=aside)
     return entries, aside
+
+
+def watch(config: Config, log: Log, interval_s: float, say: object = None) -> int:
+    """``gc --watch``: a pass every ``interval_s`` seconds until SIGTERM/SIGINT; logs what it freed."""
+    stop = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop:
+        try:
+            report = gc(config, log)
+            if report.freed_anything or report.errors:
+                sys.stdout.write(summary(report) + "\n")
+                sys.stdout.flush()
+        except HookError as exc:  # e.g. a corrupt ledger: say so, keep watching
+            sys.stdout.write(f"gc: {exc}\n")
+            sys.stdout.flush()
+        deadline = time.monotonic() + interval_s
+        while not stop and time.monotonic() < deadline:
+            time.sleep(min(0.2, interval_s))
+    return 0
+
+
+def summary(report: GcReport) -> str:
+    text = (
+        f"released {len(report.released)} reservation(s) of gone containers, "
+        f"{sum(len(v) for v in report.orphan_ports.values())} orphan switch port(s), "
+        f"{len(report.orphan_records)} orphan owner record(s)"
+    )
+    return text + "".join(f"\n  error: {e}" for e in report.errors)

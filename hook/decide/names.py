@@ -1,41 +1,58 @@
-"""Names and paths the hook makes for a container, derived from its id, never taken from it.
+"""Names and paths the hook makes for a container instance, never taken from the container.
 
-Pure.  Port names are at most 15 characters (Linux and OVS), MACs locally administered.
+Pure.  Everything derives from the instance's key, which is random and recorded in the
+ledger: a name cannot be predicted from a container id, and two same-id containers (two
+runtime roots) never share one.  Port names are at most 15 characters (Linux and OVS),
+MACs locally administered.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 
-from hook.config import Config
+from hook.model import CONTAINER_RUN_DIR
 
-
-def container_key(container_id: str) -> str:
-    """A short, path- and name-safe key derived from the (runtime-chosen) container id."""
-    return hashlib.sha256(container_id.encode("utf-8", "surrogatepass")).hexdigest()
+KEY_HEX = 16  # 64 random bits
 
 
-def port_name(container_id: str, index: int) -> str:
+def new_key(random_bytes: bytes) -> str:
+    """An instance key from ``KEY_HEX // 2`` random bytes (the caller reads them from the OS)."""
+    if len(random_bytes) < KEY_HEX // 2:
+        raise ValueError("an instance key needs 8 random bytes")
+    return random_bytes[: KEY_HEX // 2].hex()
+
+
+def legacy_key(container_id: str) -> str:
+    """The key of an entry from a ledger of format 1, which was keyed by container id."""
+    return hashlib.sha256(container_id.encode("utf-8", "surrogatepass")).hexdigest()[:KEY_HEX]
+
+
+def port_name(key: str, index: int) -> str:
     """The switch-side port name: at most 15 characters, as Linux and OVS want."""
-    return f"dpk{container_key(container_id)[:9]}n{index}"
+    return f"dpk{key[:9]}n{index}"
 
 
-def kernel_port_name(container_id: str, index: int) -> str:
+def kernel_port_name(key: str, index: int) -> str:
     """The host end of a kernel port's veth: at most 15 characters."""
-    return f"dpv{container_key(container_id)[:9]}k{index}"
+    return f"dpv{key[:9]}k{index}"
 
 
-def default_mac(container_id: str, index: int | str) -> str:
-    """A stable, locally administered unicast MAC for a port (kernel ports use index "k<i>")."""
-    digest = hashlib.sha256(f"{container_id}/{index}".encode("utf-8", "surrogatepass")).digest()
+def default_mac(key: str, index: int | str) -> str:
+    """A locally administered unicast MAC for a port (kernel ports use index "k<i>")."""
+    digest = hashlib.sha256(f"{key}/{index}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
-def socket_dir(config: Config, container_id: str) -> str:
-    return os.path.join(config.socket_root, container_key(container_id)[:16])
+def file_prefix(key: str) -> str:
+    """The EAL --file-prefix: unique per instance and short."""
+    return f"dpk{key[:12]}"
 
 
-def file_prefix(container_id: str) -> str:
-    """The EAL --file-prefix: unique per container, short, and stable across retries."""
-    return f"dpk{container_key(container_id)[:12]}"
+def server_socket_host_path(pid: int, index: int) -> str:
+    """Where the switch finds the app's server-mode socket: through the container's own root.
+
+    ``/proc/<pid>/root`` resolves every later component, symlinks included, inside the
+    container's mount namespace: a container that swaps its socket for a symlink to another
+    tenant's socket points the switch at a path inside its own root, not at the other tenant.
+    """
+    return f"/proc/{pid}/root{CONTAINER_RUN_DIR}/net{index}.sock"

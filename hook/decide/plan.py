@@ -7,7 +7,6 @@ Pure: no I/O.  ``/run/dpdk/config.json`` (schema version 1, documented in README
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from hook.decide.names import file_prefix
 from hook.model import (
@@ -25,12 +24,10 @@ from hook.units import format_size_kib
 CONFIG_SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class ContainerUser:
-    """Who the container's process runs as (from the bundle's config.json)."""
-
-    uid: int = 0
-    gid: int = 0
+# The container's /run/dpdk: a private tmpfs in its own mount namespace, capped so a
+# container cannot fill anything of the host's through it.
+RUN_DIR_SIZE = "1m"
+RUN_DIR_INODES = 64
 
 
 def eal_args(res: Reservation) -> tuple[str, ...]:
@@ -41,7 +38,7 @@ def eal_args(res: Reservation) -> tuple[str, ...]:
         # main lcore shares it with one worker (it mostly sleeps, so the worker runs at speed).
         cores = res.cpus if len(res.cpus) > 1 else [res.cpus[0], res.cpus[0]]
         args += ["--lcores", ",".join(f"{i}@{cpu}" for i, cpu in enumerate(cores)), "--main-lcore", "0"]
-    args.append(f"--file-prefix={file_prefix(res.container_id)}")
+    args.append(f"--file-prefix={file_prefix(res.key)}")
     if res.hugepages_mib:
         args += [f"--huge-dir={CONTAINER_HUGE_DIR}", "-m", str(res.hugepages_mib), "--single-file-segments"]
     else:
@@ -67,7 +64,7 @@ def app_config(res: Reservation, args: tuple[str, ...]) -> dict[str, object]:
             "page_size": format_size_kib(res.hugepage_size_kib),
             "size_mib": res.hugepages_mib,
         },
-        "file_prefix": file_prefix(res.container_id),
+        "file_prefix": file_prefix(res.key),
         "ports": [
             {
                 "name": f"net{p.index}",
@@ -90,18 +87,31 @@ def app_config(res: Reservation, args: tuple[str, ...]) -> dict[str, object]:
     }
 
 
-def hugetlbfs_options(res: Reservation, user: ContainerUser) -> str:
-    """Mount data for the container's private, size-capped and pre-reserved hugetlbfs."""
+def hugetlbfs_options(res: Reservation) -> str:
+    """Mount data for the container's private, size-capped and pre-reserved hugetlbfs.
+
+    ``uid``/``gid`` are host ids (mapped through the container's user namespace).
+    """
     size = f"{res.hugepages_mib}M"
     page = "1G" if res.hugepage_size_kib == 1048576 else "2M"
-    return f"pagesize={page},size={size},min_size={size},mode=0700,uid={user.uid},gid={user.gid}"
+    return f"pagesize={page},size={size},min_size={size},mode=0700,uid={res.uid},gid={res.gid}"
 
 
-def make_plan(res: Reservation, user: ContainerUser) -> Plan:
+def run_dir_options(res: Reservation) -> str:
+    """Mount data for the container's /run/dpdk: small, few inodes, the app may create sockets."""
+    return f"size={RUN_DIR_SIZE},nr_inodes={RUN_DIR_INODES},mode=0750,uid={res.uid},gid={res.gid}"
+
+
+def make_plan(res: Reservation) -> Plan:
     """Everything apply must do for this reservation."""
-    mounts = [Mount(kind="bind", target=CONTAINER_RUN_DIR, source=res.socket_dir)]
+    args = eal_args(res)
+    files = {
+        "config.json": json.dumps(app_config(res, args), indent=2) + "\n",
+        "eal.args": " ".join(args) + "\n",
+    }
+    mounts = [Mount(kind="tmpfs", target=CONTAINER_RUN_DIR, options=run_dir_options(res), files=tuple(sorted(files.items())))]
     if res.hugepages_mib:
-        mounts.append(Mount(kind="hugetlbfs", target=CONTAINER_HUGE_DIR, options=hugetlbfs_options(res, user)))
+        mounts.append(Mount(kind="hugetlbfs", target=CONTAINER_HUGE_DIR, options=hugetlbfs_options(res)))
     client_ports = [p for p in res.ports if p.mode == MODE_CLIENT]
     socket_mounts = [
         Mount(kind="bind", target=p.container_path, source=p.socket_host_path, file=True) for p in client_ports
@@ -110,11 +120,6 @@ def make_plan(res: Reservation, user: ContainerUser) -> Plan:
         socket_mounts.append(
             Mount(kind="bind", target=COMPAT_SOCKET_PATH, source=client_ports[0].socket_host_path, file=True)
         )
-    args = eal_args(res)
-    files = {
-        "config.json": json.dumps(app_config(res, args), indent=2) + "\n",
-        "eal.args": " ".join(args) + "\n",
-    }
     return Plan(
         reservation=res,
         mounts=tuple(mounts),

@@ -20,6 +20,15 @@ def _write(path: str, value: int) -> None:
         fh.write(str(value))
 
 
+def pool_size(node: int, size_kib: int, sys_root: str = SYS_ROOT) -> int:
+    """The node's pool size in pages (nr_hugepages)."""
+    path = nr_hugepages_path(node, size_kib, sys_root)
+    try:
+        return _read(path)
+    except OSError as exc:
+        raise HugepageError(reason=f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def grow(node: int, size_kib: int, pages: int, sys_root: str = SYS_ROOT) -> None:
     """Add ``pages`` pages to the node's pool, all or nothing."""
     if pages <= 0:

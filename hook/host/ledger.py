@@ -5,6 +5,10 @@ hook dies).  Writes are temp file + fsync + rename + fsync(dir), so a reader see
 the new ledger, never half of one.  A checksum and invariants (disjoint cores, unique port
 names and sockets, no negative amounts) are checked on every load: a ledger that fails
 them is never written over; the hook fails closed with :class:`LedgerCorrupt`.
+
+Entries are keyed by the instance key (random, host-unique), not by container id: ids are
+unique only per runtime root or namespace.  A ledger of format 1 (keyed by id) is read and
+rewritten as format 2.
 """
 
 from __future__ import annotations
@@ -13,16 +17,24 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hook.errors import LedgerCorrupt
+from hook.errors import HookError, LedgerCorrupt
 from hook.host.fsutil import replace_file
 from hook.model import STATES, Reservation
 
-FORMAT = 1
+FORMAT = 2
+
+
+class LedgerBusy(HookError):
+    """The ledger lock was not free within the stage's time budget."""
+
+    msg_fmt = "ledger {path}: still locked by another hook after {waited:.1f}s; nothing was changed"
+    exit_code = 6
 
 
 def _digest(entries: dict[str, Any]) -> str:
@@ -31,22 +43,36 @@ def _digest(entries: dict[str, Any]) -> str:
 
 
 class LedgerData:
-    """The loaded ledger: reservations by container id, changed in place under the lock."""
+    """The loaded ledger: reservations by instance key, changed in place under the lock."""
 
-    def __init__(self, entries: dict[str, Reservation]) -> None:
+    def __init__(self, ledger: Ledger, entries: dict[str, Reservation]) -> None:
+        self._ledger = ledger
         self.entries = entries
         self.dirty = False
         self.lock_wait_s = 0.0
 
     def put(self, reservation: Reservation) -> None:
-        self.entries[reservation.container_id] = reservation
+        self.entries[reservation.key] = reservation
         self.dirty = True
 
-    def drop(self, container_id: str) -> Reservation | None:
-        found = self.entries.pop(container_id, None)
+    def drop(self, key: str) -> Reservation | None:
+        found = self.entries.pop(key, None)
         if found is not None:
             self.dirty = True
         return found
+
+    def by_container(self, container_id: str, bundle: str | None = None) -> list[Reservation]:
+        """Entries of instances with this container id (and bundle, when given)."""
+        return [
+            res for res in self.entries.values()
+            if res.container_id == container_id and (not bundle or not res.bundle or res.bundle == bundle)
+        ]
+
+    def commit(self) -> None:
+        """Save now, still holding the lock: for a record that must be durable before an effect."""
+        if self.dirty:
+            self._ledger.save_checked(self.entries)
+            self.dirty = False
 
 
 def check_invariants(entries: dict[str, Reservation]) -> str | None:
@@ -54,36 +80,67 @@ def check_invariants(entries: dict[str, Reservation]) -> str | None:
     cores: dict[int, str] = {}
     names: dict[str, str] = {}
     sockets: dict[str, str] = {}
-    for cid, res in entries.items():
-        if res.container_id != cid:
-            return f"entry {cid!r} holds container {res.container_id!r}"
+    for key, res in entries.items():
+        if res.key != key:
+            return f"entry {key!r} holds instance {res.key!r}"
         if res.state not in STATES:
-            return f"entry {cid!r} has unknown state {res.state!r}"
+            return f"entry {key!r} has unknown state {res.state!r}"
         for cpu in res.cpus:
             if cpu in cores:
-                return f"core {cpu} is held by both {cores[cpu]!r} and {cid!r}"
-            cores[cpu] = cid
+                return f"core {cpu} is held by both {cores[cpu]!r} and {key!r}"
+            cores[cpu] = key
         for port in res.ports:
             if port.name in names:
-                return f"port {port.name} is held by both {names[port.name]!r} and {cid!r}"
-            names[port.name] = cid
+                return f"port {port.name} is held by both {names[port.name]!r} and {key!r}"
+            names[port.name] = key
+            if port.socket_host_path.startswith("/proc/"):
+                continue  # a path through the instance's own root, not a file of the host
             if port.socket_host_path in sockets:
-                return f"socket {port.socket_host_path} is held by both {sockets[port.socket_host_path]!r} and {cid!r}"
-            sockets[port.socket_host_path] = cid
+                return f"socket {port.socket_host_path} is held by both {sockets[port.socket_host_path]!r} and {key!r}"
+            sockets[port.socket_host_path] = key
         for kport in res.kernel_ports:
             if kport.host_name in names:
-                return f"port {kport.host_name} is held by both {names[kport.host_name]!r} and {cid!r}"
-            names[kport.host_name] = cid
+                return f"port {kport.host_name} is held by both {names[kport.host_name]!r} and {key!r}"
+            names[kport.host_name] = key
         if res.hugepages_mib < 0 or res.grown_pages < 0:
-            return f"entry {cid!r} holds a negative amount of hugepages"
+            return f"entry {key!r} holds a negative amount of hugepages"
     return None
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise _Timeout
+
+
+def _flock(fd: int, timeout_s: float | None) -> None:
+    """flock(LOCK_EX), giving up after ``timeout_s`` (an interval timer interrupts the wait)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        if timeout_s is not None and timeout_s <= 0:
+            raise _Timeout from None
+    if timeout_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Ledger:
     """The ledger file at ``path``; use :meth:`locked` for every read-modify-write."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout_s: float | None = None) -> None:
         self.path = path
+        self.timeout_s = timeout_s  # None: wait for the lock as long as it takes
 
     def _load(self) -> dict[str, Reservation]:
         try:
@@ -95,12 +152,16 @@ class Ledger:
             raise LedgerCorrupt(path=self.path, reason=exc.strerror or str(exc)) from exc
         try:
             raw = json.loads(text)
-            if raw.get("format") != FORMAT:
+            if raw.get("format") not in (1, FORMAT):
                 raise LedgerCorrupt(path=self.path, reason=f"unknown format {raw.get('format')!r}")
             raw_entries = raw["entries"]
             if raw.get("checksum") != _digest(raw_entries):
                 raise LedgerCorrupt(path=self.path, reason="checksum mismatch")
-            entries = {cid: Reservation.from_dict(e) for cid, e in raw_entries.items()}
+            if raw["format"] == 1:
+                from hook.decide.names import legacy_key
+
+                raw_entries = {legacy_key(cid): {**e, "key": legacy_key(cid)} for cid, e in raw_entries.items()}
+            entries = {key: Reservation.from_dict(e) for key, e in raw_entries.items()}
         except LedgerCorrupt:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -111,51 +172,62 @@ class Ledger:
         return entries
 
     def _save(self, entries: dict[str, Reservation]) -> None:
-        raw_entries = {cid: res.to_dict() for cid, res in sorted(entries.items())}
+        raw_entries = {key: res.to_dict() for key, res in sorted(entries.items())}
         payload = {"format": FORMAT, "checksum": _digest(raw_entries), "entries": raw_entries}
-        replace_file(self.path, json.dumps(payload, indent=1, sort_keys=True).encode(), 0o600)
+        replace_file(self.path, json.dumps(payload, separators=(",", ":"), sort_keys=True).encode(), 0o600)
+
+    def save_checked(self, entries: dict[str, Reservation]) -> None:
+        broken = check_invariants(entries)
+        if broken:  # a bug upstream: never persist an inconsistent ledger
+            raise LedgerCorrupt(path=self.path, reason=f"refusing to write: {broken}")
+        self._save(entries)
+
+    @contextmanager
+    def _lock(self) -> Iterator[float]:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            started = time.monotonic()
+            try:
+                _flock(lock_fd, self.timeout_s)
+            except _Timeout:
+                raise LedgerBusy(path=self.path, waited=time.monotonic() - started) from None
+            yield time.monotonic() - started
+        finally:
+            os.close(lock_fd)  # closing drops the flock
 
     @contextmanager
     def locked(self) -> Iterator[LedgerData]:
         """Hold the host-wide lock; yields the loaded ledger and saves it if changed.
 
-        If the body raises, nothing is written.
+        If the body raises, nothing more is written (what :meth:`LedgerData.commit` saved stays).
         """
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            started = time.monotonic()
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            data = LedgerData(self._load())
-            data.lock_wait_s = time.monotonic() - started
+        with self._lock() as waited:
+            data = LedgerData(self, self._load())
+            data.lock_wait_s = waited
             yield data
             if data.dirty:
-                broken = check_invariants(data.entries)
-                if broken:  # a bug upstream: never persist an inconsistent ledger
-                    raise LedgerCorrupt(path=self.path, reason=f"refusing to write: {broken}")
-                self._save(data.entries)
-        finally:
-            os.close(lock_fd)  # closing drops the flock
+                self.save_checked(data.entries)
 
     def snapshot(self) -> dict[str, Reservation]:
         """A consistent read of all entries (takes the lock briefly)."""
         with self.locked() as data:
             return dict(data.entries)
 
-    def reset(self, entries: dict[str, Reservation]) -> str | None:
-        """Replace a ledger (used by ``gc --rebuild``); the old file is kept aside.
+    @contextmanager
+    def locked_for_rebuild(self) -> Iterator[None]:
+        """Hold the lock without loading (the ledger may be corrupt): for ``gc --rebuild``."""
+        with self._lock():
+            yield
+
+    def reset_locked(self, entries: dict[str, Reservation]) -> str | None:
+        """Replace the ledger; call inside :meth:`locked_for_rebuild`.  The old file is kept aside.
 
         Returns where the old file was moved, if there was one.
         """
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            aside = None
-            if os.path.exists(self.path):
-                aside = f"{self.path}.corrupt-{int(time.time())}"
-                os.replace(self.path, aside)
-            self._save(entries)
-            return aside
-        finally:
-            os.close(lock_fd)
+        aside = None
+        if os.path.exists(self.path):
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            os.replace(self.path, aside)
+        self.save_checked(entries)
+        return aside

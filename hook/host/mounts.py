@@ -1,7 +1,8 @@
 """Mounts inside a container's mount namespace, made without trusting the image.
 
 This module owns every mount the hook makes for a container: the private hugetlbfs
-instance and the bind mounts of host socket directories and single sockets.  It runs from
+instance, the private tmpfs of its /run/dpdk (with the files the app reads, written into it
+here), and the bind mounts of single host sockets.  It runs from
 a prestart/createRuntime hook, as root in the host's namespaces, after the runtime built the
 container's mounts and before ``pivot_root``.
 
@@ -47,6 +48,7 @@ __all__ = ["apply_mounts", "remove_mounts"]
 
 KIND_BIND = "bind"
 KIND_HUGETLBFS = "hugetlbfs"
+KIND_TMPFS = "tmpfs"
 
 # Kernel ABI constants (include/uapi/linux/*.h); the stdlib does not export them.
 _CLONE_NEWNS = 0x00020000
@@ -62,6 +64,7 @@ _RESOLVE_IN_ROOT = 0x10
 _SYS_OPENAT2 = 437  # x86_64, aarch64 and every architecture on the generic syscall table
 _POLLIN = 0x1
 _HUGETLBFS_MAGIC = 0x958458F6
+_TMPFS_MAGIC = 0x01021994
 _PROC_SUPER_MAGIC = 0x9FA0
 _SYSFS_MAGIC = 0x62656572
 
@@ -153,11 +156,14 @@ def _validate(m: Mount) -> None:
     if m.kind == KIND_BIND:
         if not isinstance(m.source, str) or not m.source.startswith("/") or "\0" in m.source:
             raise _Refused(m.target, f"bind source {m.source!r} must be an absolute host path")
-    elif m.kind == KIND_HUGETLBFS:
+    elif m.kind in (KIND_HUGETLBFS, KIND_TMPFS):
         if m.file:
-            raise _Refused(m.target, "a hugetlbfs mount needs a directory target")
+            raise _Refused(m.target, f"a {m.kind} mount needs a directory target")
         if "\0" in m.options or len(m.options.encode()) > _MAX_OPTIONS:
-            raise _Refused(m.target, "hugetlbfs options are malformed")
+            raise _Refused(m.target, f"{m.kind} options are malformed")
+        for name, _content in m.files:
+            if m.kind != KIND_TMPFS or not name or "/" in name or name in (".", ".."):
+                raise _Refused(m.target, f"cannot write file {name!r} into this mount")
     else:
         raise _Refused(m.target, f"unknown mount kind {m.kind!r}")
 
@@ -361,6 +367,8 @@ def _mount_error(m: Mount, err: int) -> str:
         if err == errno.ENODEV:
             return "the kernel has no hugetlbfs"
         return f"hugetlbfs mount failed: {_ename(err)}"
+    if m.kind == KIND_TMPFS:
+        return f"tmpfs mount failed: {_ename(err)}"
     return f"bind mount of {m.source!r} failed: {_ename(err)}"
 
 
@@ -378,7 +386,7 @@ def _mount_one(rootfd: int, root: str, m: Mount) -> int:
             rc = lib.mount(str(srcfd).encode(), str(dstfd).encode(), None, _MS_BIND, None)
         else:
             flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-            rc = lib.mount(b"nodev", str(dstfd).encode(), b"hugetlbfs", flags, m.options.encode())
+            rc = lib.mount(b"nodev", str(dstfd).encode(), m.kind.encode(), flags, m.options.encode())
         if rc != 0:
             raise _Refused(m.target, _mount_error(m, ctypes.get_errno()))
         # dstfd still names the covered directory: re-resolve to hold the new mount's root,
@@ -394,8 +402,9 @@ def _mount_one(rootfd: int, root: str, m: Mount) -> int:
                 src, got = os.fstat(srcfd), os.fstat(newfd)
                 if (src.st_dev, src.st_ino) != (got.st_dev, got.st_ino):
                     raise _Refused(m.target, "mounted, but the target does not show the source")
-            elif _fs_magic(newfd) != _HUGETLBFS_MAGIC:
-                raise _Refused(m.target, "mounted, but the target is not a hugetlbfs")
+            elif _fs_magic(newfd) != (_TMPFS_MAGIC if m.kind == KIND_TMPFS else _HUGETLBFS_MAGIC):
+                raise _Refused(m.target, f"mounted, but the target is not a {m.kind}")
+            _write_files(newfd, m)
         except _Refused:
             _detach(newfd)
             raise
@@ -406,6 +415,24 @@ def _mount_one(rootfd: int, root: str, m: Mount) -> int:
     finally:
         _close(srcfd)
         _close(dstfd)
+
+
+def _write_files(dirfd: int, m: Mount) -> None:
+    """Write a tmpfs mount's files, read-only for the app, relative to the new mount's fd."""
+    for name, content in m.files:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
+        except OSError as exc:
+            raise _Refused(m.target, f"cannot create {name}: {_ename(exc.errno or 0)}") from None
+        try:
+            data = memoryview(content.encode())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fchmod(fd, 0o644)
+        except OSError as exc:
+            raise _Refused(m.target, f"cannot write {name}: {_ename(exc.errno or 0)}") from None
+        finally:
+            os.close(fd)
 
 
 def _child_apply(nsfd: int, rootfs: str, root_id: tuple[int, int], mounts: Sequence[Mount]) -> None:

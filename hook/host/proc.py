@@ -26,3 +26,12 @@ def process_alive(pid: int | None, start: int | None) -> bool:
         return False
     now = pid_start_time(pid)
     return now is not None and (start is None or now == start)
+
+
+def id_maps(pid: int) -> tuple[str, str]:
+    """The uid_map and gid_map of a process ("0 0 4294967295" outside user namespaces)."""
+    with open(f"/proc/{pid}/uid_map", encoding="ascii") as fh:
+        uid_map = fh.read()
+    with open(f"/proc/{pid}/gid_map", encoding="ascii") as fh:
+        gid_map = fh.read()
+    return uid_map, gid_map

@@ -1,7 +1,15 @@
-"""The hook stages: prestart (reserve, plan, apply with rollback), poststop (release) and gc.
+"""The hook stages: createRuntime (reserve, plan, apply with rollback) and poststop (release).
 
 This is the one module that sequences side effects.  Each side effect lives in its own
-module (ledger, switch, mounts, cgroups, hugepages); the decisions before them are pure.
+module (ledger, owner records, mounts, veth, switch, cgroups, hugepages); the decisions
+before them are pure.  The order is what makes a crash at any point recoverable:
+
+* a reservation (and any pool growth it needs) is recorded in the ledger before anything
+  exists on the host, and its owner record before any resource; every resource is tagged
+  with the instance key;
+* a release undoes the resources first and drops the ledger entry last;
+* so ``gc`` may remove any tagged resource whose key the ledger does not hold (keys are
+  random and never reused), and release any entry whose process is provably gone.
 """
 
 from __future__ import annotations
@@ -13,23 +21,34 @@ from dataclasses import dataclass, field, replace
 
 from hook.config import Config
 from hook.decide.allocate import allocate
-from hook.decide.names import container_key
-from hook.decide.plan import ContainerUser, make_plan
-from hook.errors import StateError
+from hook.decide.names import new_key
+from hook.decide.plan import make_plan
+from hook.errors import ResourceExhausted, StateError
+from hook.host import owner_records
 from hook.host.ledger import Ledger
-from hook.host.proc import pid_start_time
-from hook.host.socket_dir import marker_path, remove_socket_dir, write_socket_dir
-from hook.model import STATE_ACTIVE, STATE_RELEASING, Reservation
+from hook.host.proc import id_maps, pid_start_time, process_alive
+from hook.model import STATE_ACTIVE, STATE_RELEASING, Instance, Request, Reservation
 from hook.request import annotations as annotations_mod
 from hook.request.image_requirements import check_image_env
+from hook.stage import faults
+from hook.stage.budget import Budget
 from hook.stage.eventlog import Log
-from hook.stage.oci import State, process_user, read_bundle_config, rootfs_path
+from hook.stage.oci import State, map_id, process_user, read_bundle_config, rootfs_path
 from hook.switch.base import Switch
 from hook.switch.factory import make_switch
 
+SWITCH_WAIT_CAP_S = 8.0  # one switch transaction, at most
+MOUNT_WAIT_CAP_S = 10.0  # one mount helper, at most
 
-def _switch_for(config: Config, backend: str) -> Switch:
-    return make_switch(replace(config.switch, backend=backend))
+
+def _switch_for(config: Config, backend: str, budget: Budget | None = None) -> Switch:
+    timeout = budget.wait_for(min(config.switch.timeout_s, SWITCH_WAIT_CAP_S)) if budget else config.switch.timeout_s
+    return make_switch(replace(config.switch, backend=backend, timeout_s=timeout))
+
+
+def alive(res: Reservation) -> bool:
+    """Whether the instance's init process still runs (pid and start time both match)."""
+    return process_alive(res.pid, res.pid_start)
 
 
 @dataclass
@@ -51,11 +70,68 @@ class Rollback:
         self.steps.clear()
 
 
-def prestart(state: State, config: Config, log: Log) -> Reservation:
-    """Reserve, plan and apply for one container; on any failure leave nothing behind."""
-    from hook.host import cgroups, hugepages, mounts
+def _instance(state: State, bundle_config: dict[str, object]) -> tuple[Instance, int, int]:
+    """Who the container is on this host, and the host uid/gid its files belong to."""
+    assert state.pid is not None
+    start = pid_start_time(state.pid)
+    if start is None:
+        raise StateError(reason=f"the container's process {state.pid} is gone")
+    uid, gid = process_user(bundle_config)
+    try:
+        uid_map, gid_map = id_maps(state.pid)
+    except OSError as exc:
+        raise StateError(reason=f"cannot read the user namespace maps of process {state.pid}: {exc.strerror}") from exc
+    return Instance(state.container_id, state.bundle, state.pid, start), map_id(uid, uid_map, "uid"), map_id(gid, gid_map, "gid")
+
+
+def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instance, uid: int, gid: int,
+             log: Log) -> Reservation:
+    """Record the reservation (and any pool growth, before it happens), then grow the pool."""
+    from hook.host import hugepages
     from hook.host.topology import read_topology
 
+    key = new_key(os.urandom(8))
+    with ledger.locked() as data:
+        # Pools are read under the lock: what another start reserved a moment ago is visible.
+        decision = allocate(request, config, read_topology(), data.entries, instance, key, time.time())
+        res = decision.reservation
+        res.uid, res.gid = uid, gid
+        if decision.grow_pages:
+            res.grow_from = hugepages.pool_size(res.numa_node, res.hugepage_size_kib)
+        data.put(res)
+        data.commit()
+        lock_wait = data.lock_wait_s
+        faults.point("reserved")
+        if decision.grow_pages:
+            hugepages.grow(res.numa_node, res.hugepage_size_kib, decision.grow_pages)
+            res.grow_done = True
+            data.put(res)
+            data.commit()
+            faults.point("pool-grown")
+    log.info("reserved", key=res.key, cpus=res.cpus, hugepages_mib=res.hugepages_mib, ports=[p.name for p in res.ports],
+             grown_pages=res.grown_pages, lock_wait_ms=round(lock_wait * 1000, 2))
+    return res
+
+
+def _reclaim_dead(config: Config, log: Log, budget: Budget | None = None, container_id: str | None = None,
+                  bundle: str | None = None) -> list[str]:
+    """Release entries whose process is provably gone (all, or of one container); their keys."""
+    ledger = Ledger(config.ledger_path, budget.wait_for(5.0) if budget else None)
+    with ledger.locked() as data:
+        pool = data.by_container(container_id, bundle) if container_id is not None else list(data.entries.values())
+        dead = [res.key for res in pool if not alive(res)]
+    freed = []
+    for key in dead:
+        if release_key(key, config, log, budget):
+            freed.append(key)
+    return freed
+
+
+def prestart(state: State, config: Config, log: Log, budget: Budget | None = None) -> Reservation:
+    """Reserve, plan and apply for one container; on any failure leave nothing behind."""
+    from hook.host import cgroups, mounts
+
+    budget = budget or Budget()
     if state.pid is None:
         raise StateError(reason="prestart needs the container's pid")
     bundle_config = read_bundle_config(state.bundle)
@@ -63,109 +139,150 @@ def prestart(state: State, config: Config, log: Log) -> Reservation:
     request = annotations_mod.parse(annotations, config.limits, config.hugepage_size_kib)
     check_image_env(bundle_config, request)
     rootfs = rootfs_path(state.bundle, bundle_config)
-    user = ContainerUser(*process_user(bundle_config))
-    ledger = Ledger(config.ledger_path)
-    topo = read_topology()  # outside the lock: pending reservations cover what it cannot see
-
+    instance, uid, gid = _instance(state, bundle_config)
+    ledger = Ledger(config.ledger_path, budget.wait_for(10.0))
     started = time.monotonic()
-    for _attempt in range(2):
-        with ledger.locked() as data:
-            stale = state.container_id in data.entries  # e.g. podman restart without a poststop
-            if not stale:
-                decision = allocate(request, config, topo, data.entries, state.container_id, time.time())
-                res = decision.reservation
-                res.pid, res.pid_start = state.pid, pid_start_time(state.pid)
-                hugepages.grow(res.numa_node, res.hugepage_size_kib, decision.grow_pages)
-                data.put(res)
-                lock_wait = data.lock_wait_s
-        if not stale:
-            break
-        log.warning("stale reservation for a reused container id: releasing it first")
-        release(state.container_id, config, log)
-        topo = read_topology()
-    else:
-        raise StateError(reason=f"container id {state.container_id!r} keeps a reservation that cannot be released")
-    log.info("reserved", cpus=res.cpus, hugepages_mib=res.hugepages_mib, ports=[p.name for p in res.ports],
-             grown_pages=res.grown_pages, lock_wait_ms=round(lock_wait * 1000, 2),
-             lock_held_ms=round((time.monotonic() - started - lock_wait) * 1000, 2))
 
-    plan = make_plan(res, user)
+    # An earlier instance of this container (same id and bundle) whose process is gone and
+    # whose poststop never ran (podman restart, a crash): release it first.
+    stale = _reclaim_dead(config, log, budget, state.container_id, state.bundle)
+    if stale:
+        log.warning("released stale reservations of an earlier instance", keys=stale)
+    try:
+        res = _reserve(request, config, ledger, instance, uid, gid, log)
+    except ResourceExhausted:
+        freed = _reclaim_dead(config, log, budget)  # self-healing: only provably dead instances
+        if not freed:
+            raise
+        log.warning("reclaimed reservations of containers that are gone", keys=freed)
+        res = _reserve(request, config, ledger, instance, uid, gid, log)
+
+    plan = make_plan(res)
     undo = Rollback()
     undo.push("ledger entry", lambda: _drop_entry(ledger, config, res))
     # Each step is all-or-nothing by itself, so its undo is registered only once it succeeded:
     # undoing a step that did nothing could remove what the runtime mounted at the same path.
     try:
-        undo.push("socket dir", lambda: remove_socket_dir(config, res.container_id, res.socket_dir))
-        write_socket_dir(config, res, plan.files, user)
-        mounts.apply_mounts(state.pid, rootfs, plan.mounts)
+        budget.check("the reservation")
+        owner_records.write(config.state_dir, res)
+        undo.push("owner record", lambda: owner_records.remove_any(config.state_dir, res.key))
+        faults.point("socket-dir")
+        mounts.apply_mounts(state.pid, rootfs, plan.mounts, budget.wait_for(MOUNT_WAIT_CAP_S))
         undo.push("mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.mounts]))
+        faults.point("mounts")
         if res.kernel_ports:
             from hook.host import veth  # pyroute2: only for containers that ask for kernel ports
 
-            veth.create(state.pid, res.kernel_ports, owner=res.container_id)
+            budget.check("the mounts")
+            veth.create(state.pid, res.kernel_ports, owner=res.key)
             undo.push("kernel ports", lambda: veth.remove([k.host_name for k in res.kernel_ports]))
+            faults.point("kernel-ports")
         if res.ports or res.kernel_ports:
-            switch = _switch_for(config, res.backend)
-            switch.add_ports(res.container_id, res.ports, res.kernel_ports)
-            undo.push("switch ports", lambda: switch.remove_ports(res.container_id, res.ports, res.kernel_ports))
+            budget.check("the kernel ports")
+            switch = _switch_for(config, res.backend, budget)
+            switch.add_ports(res.key, res.ports, res.kernel_ports)
+            undo.push("switch ports", lambda: _switch_for(config, res.backend).remove_ports(res.key, res.ports, res.kernel_ports))
+            faults.point("switch")
         if plan.socket_mounts:
-            mounts.apply_mounts(state.pid, rootfs, plan.socket_mounts)
+            budget.check("the switch")
+            mounts.apply_mounts(state.pid, rootfs, plan.socket_mounts, budget.wait_for(MOUNT_WAIT_CAP_S))
             undo.push("socket mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.socket_mounts]))
+            faults.point("socket-mounts")
         cgroups.pin(state.pid, plan.cpus, plan.mems)
+        faults.point("pinned")
+        budget.check("the container's setup")
         with ledger.locked() as data:
+            if res.key not in data.entries:
+                raise StateError(reason="the reservation was released while the container was being set up (by gc?)")
             res.state = STATE_ACTIVE
             data.put(res)
+        faults.point("active")
     except BaseException as exc:
         log.error("prestart failed, rolling back", error=str(exc), error_type=type(exc).__name__)
         undo.run(log)
         raise
-    log.info("prestart done", ms=round((time.monotonic() - started) * 1000, 2))
+    log.info("prestart done", key=res.key, ms=round((time.monotonic() - started) * 1000, 2))
     return res
 
 
-def _drop_entry(ledger: Ledger, config: Config, res: Reservation) -> None:
+def _give_back_pages(res: Reservation, log: Log) -> None:
+    """Shrink the node's pool by what this reservation grew it by (under the ledger lock)."""
     from hook.host import hugepages
 
+    if not res.grown_pages or res.grow_from is None:
+        return
+    if not res.grow_done:
+        # Killed between recording the growth and confirming it: shrink only when the pool
+        # shows exactly that growth; anything else would take pages that are not ours.
+        current = hugepages.pool_size(res.numa_node, res.hugepage_size_kib)
+        if current != res.grow_from + res.grown_pages:
+            log.warning("pool growth of a killed start not confirmed: left as is", key=res.key, pool=current,
+                        expected=res.grow_from + res.grown_pages)
+            return
+    hugepages.shrink(res.numa_node, res.hugepage_size_kib, res.grown_pages)
+
+
+def _drop_entry(ledger: Ledger, config: Config, res: Reservation, log: Log | None = None) -> None:
     with ledger.locked() as data:
-        if data.drop(res.container_id) is not None:
-            hugepages.shrink(res.numa_node, res.hugepage_size_kib, res.grown_pages)
+        held = data.entries.get(res.key)
+        if held is not None:
+            from hook.stage.eventlog import EventLog
+
+            _give_back_pages(held, log or EventLog(None))
+            data.drop(res.key)
 
 
-def release(container_id: str, config: Config, log: Log) -> bool:
-    """Free everything a container holds; idempotent.  True if it held anything.
+def release_key(key: str, config: Config, log: Log, budget: Budget | None = None) -> bool:
+    """Free everything the instance ``key`` holds; idempotent.  True if it held anything.
 
-    Trusts the ledger (and owner tags), never the container's annotations.
+    Trusts the ledger (and owner tags), never the container's annotations.  The entry is
+    marked ``releasing`` first and dropped last, so a release killed half-way is finished by
+    the next poststop or gc.
     """
-    ledger = Ledger(config.ledger_path)
+    ledger = Ledger(config.ledger_path, budget.wait_for(10.0) if budget else None)
     with ledger.locked() as data:
-        res = data.entries.get(container_id)
-        if res is not None and res.state != STATE_RELEASING:
+        res = data.entries.get(key)
+        if res is None:
+            return False
+        if res.state != STATE_RELEASING:
             res.state = STATE_RELEASING
             data.put(res)
-    if res is None:
-        return _release_leftovers(container_id, config, log)
+    faults.point("releasing")
     if res.ports or res.kernel_ports:
-        _switch_for(config, res.backend).remove_ports(container_id, res.ports, res.kernel_ports)
+        _switch_for(config, res.backend, budget).remove_ports(key, res.ports, res.kernel_ports)
+    faults.point("switch-removed")
     if res.kernel_ports:  # usually gone with the container's network namespace already
         from hook.host import veth
 
         veth.remove([k.host_name for k in res.kernel_ports])
-    # Our mounts live only in the container's mount namespace and went with it.
-    remove_socket_dir(config, container_id, res.socket_dir)
-    _drop_entry(ledger, config, res)
-    log.info("released", cpus=res.cpus, hugepages_mib=res.hugepages_mib, ports=[p.name for p in res.ports])
+    faults.point("kernel-ports-removed")
+    # The container's mounts (its /run/dpdk tmpfs, its hugetlbfs) live only in its mount
+    # namespace and went with it.
+    owner_records.remove_any(config.state_dir, key)
+    faults.point("socket-dir-removed")
+    _drop_entry(ledger, config, res, log)
+    faults.point("released")
+    log.info("released", key=key, container=res.container_id, cpus=res.cpus, hugepages_mib=res.hugepages_mib,
+             ports=[p.name for p in res.ports])
     return True
 
 
-def _release_leftovers(container_id: str, config: Config, log: Log) -> bool:
-    """No ledger entry (refused at prestart, or released already): remove a stray socket dir.
+def release(state: State, config: Config, log: Log, budget: Budget | None = None) -> int:
+    """poststop: free the instances of this container (id and bundle) whose process is gone.
 
-    Switch ports without an entry are left to ``gc``: asking the switch here would make every
-    refused container's poststop pay for (and depend on) a switch round trip.
+    A live instance with the same id (another runtime root) is never touched; neither is a
+    live namesake after a refused start.  Returns how many instances were released.
     """
-    key_dir = os.path.join(config.socket_root, container_key(container_id)[:16])
-    if os.path.exists(key_dir) or os.path.exists(marker_path(config, container_id)):
-        remove_socket_dir(config, container_id, key_dir)
-        log.warning("removed a socket dir without a ledger entry")
-        return True
-    return False
+    budget = budget or Budget()
+    ledger = Ledger(config.ledger_path, budget.wait_for(10.0))
+    with ledger.locked() as data:
+        mine = data.by_container(state.container_id, state.bundle or None)
+    released = 0
+    for res in mine:
+        if state.pid and res.pid and res.pid != state.pid:
+            continue  # the runtime told us which process: another instance's entry
+        if alive(res):
+            continue
+        if release_key(res.key, config, log, budget):
+            released += 1
+    return released

@@ -79,3 +79,16 @@ def process_user(config: dict[str, Any]) -> tuple[int, int]:
     if not isinstance(uid, int) or not isinstance(gid, int) or uid < 0 or gid < 0:
         raise StateError(reason="config.json process.user has a bad uid/gid")
     return uid, gid
+
+
+
+def map_id(value: int, id_map: str, what: str) -> int:
+    """``value`` of a user namespace as the host sees it, from ``/proc/<pid>/{uid,gid}_map`` text."""
+    for line in id_map.splitlines():
+        fields = line.split()
+        if len(fields) != 3 or not all(f.isdigit() for f in fields):
+            continue
+        inner, outer, size = (int(f) for f in fields)
+        if inner <= value < inner + size:
+            return outer + (value - inner)
+    raise StateError(reason=f"the container's {what} {value} is not mapped into the host's user namespace")

@@ -88,9 +88,11 @@ def run_stage(stage: str, raw: bytes) -> int:
     """Run one hook stage on the state JSON ``raw``."""
     if _not_ours(raw):
         return 0
-    from hook.errors import HookError
+    from hook.errors import HookError, HostIOError
+    from hook.stage.budget import Budget
     from hook.stage.oci import parse_state, read_bundle_config
 
+    budget = Budget()
     log = None
     try:
         state = parse_state(raw)
@@ -110,11 +112,13 @@ def run_stage(stage: str, raw: bytes) -> int:
         config = config_mod.load()
         log = EventLog(config.log_file, container_id=state.container_id, stage=stage)
         if stage in SETUP_STAGES:
-            lifecycle.prestart(state, config, log)
+            lifecycle.prestart(state, config, log, budget)
         else:
-            lifecycle.release(state.container_id, config, log)
+            lifecycle.release(state, config, log, budget)
     except HookError as exc:
         return fail(exc, log)
+    except OSError as exc:  # a full or read-only state dir, a vanished path: one clear line
+        return fail(HostIOError.from_os(exc, doing=f"{stage} failed"), log)
     return 0
 
 

@@ -14,11 +14,12 @@ from hook.decide.allocate import allocate
 from hook.errors import LedgerCorrupt, ResourceExhausted
 from hook.host.ledger import Ledger
 from hook.host.topology import HugepagePool, Node, Topology
-from hook.model import PortLease, PortRequest, Request, Reservation
+from hook.model import Instance, PortLease, PortRequest, Request, Reservation
 
 
-def res(cid: str, cpus: list[int], mib: int = 0, ports: list[PortLease] | None = None) -> Reservation:
-    return Reservation(cid, "active", "ovs", 0, cpus, 2048, mib, f"/s/{cid}", ports or [])
+def res(key: str, cpus: list[int], mib: int = 0, ports: list[PortLease] | None = None) -> Reservation:
+    return Reservation(key=key, container_id=f"id-{key}", state="active", backend="ovs", numa_node=0, cpus=cpus, hugepage_size_kib=2048,
+                       hugepages_mib=mib, ports=ports or [])
 
 
 def test_round_trip_and_checksum(tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ def test_round_trip_and_checksum(tmp_path: Path) -> None:
         data.put(res("a", [1, 2], 64))
     assert ledger.snapshot()["a"].cpus == [1, 2]
     raw = json.loads((tmp_path / "ledger.json").read_text())
-    assert raw["format"] == 1 and len(raw["checksum"]) == 64
+    assert raw["format"] == 2 and len(raw["checksum"]) == 64
 
 
 def test_body_failure_writes_nothing(tmp_path: Path) -> None:
@@ -43,9 +44,10 @@ def test_body_failure_writes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mangle", "reason"),
     [
-        (lambda raw: raw.replace('"cpus": [\n', '"cpus": [\n    7,\n', 1), "checksum mismatch"),
+        (lambda raw: raw.replace('"cpus":[', '"cpus":[7,', 1), "checksum mismatch"),
         (lambda raw: raw[: len(raw) // 2], "unreadable"),
-        (lambda raw: raw.replace('"format": 1', '"format": 9'), "unknown format"),
+        (lambda raw: "\0" * len(raw), "unreadable"),
+        (lambda raw: raw.replace('"format":2', '"format":9'), "unknown format"),
     ],
 )
 def test_corrupt_ledger_fails_closed(tmp_path: Path, mangle, reason: str) -> None:
@@ -78,7 +80,9 @@ def test_reset_keeps_the_old_file_aside(tmp_path: Path) -> None:
     """A rebuild moves the old ledger aside rather than deleting evidence."""
     path = tmp_path / "ledger.json"
     path.write_text("garbage")
-    aside = Ledger(str(path)).reset({"a": res("a", [3])})
+    ledger = Ledger(str(path))
+    with ledger.locked_for_rebuild():
+        aside = ledger.reset_locked({"a": res("a", [3])})
     assert aside and Path(aside).read_text() == "garbage"
     assert Ledger(str(path)).snapshot()["a"].cpus == [3]
 
@@ -92,7 +96,8 @@ def _worker(path: str, cid: str, barrier: multiprocessing.synchronize.Barrier, o
     ledger = Ledger(path)
     try:
         with ledger.locked() as data:
-            d = allocate(Request(cpus=1, hugepages_mib=64, hugepage_size_kib=2048, ports=(PortRequest(),)), CFG, TOPO, data.entries, cid, 0.0)
+            request = Request(cpus=1, hugepages_mib=64, hugepage_size_kib=2048, ports=(PortRequest(),))
+            d = allocate(request, CFG, TOPO, data.entries, Instance(cid, "/b", 1000 + int(cid[1:]), 1), f"{int(cid[1:]):04d}{0:012d}", 0.0)
             data.put(d.reservation)
         out.put((cid, "ok"))
     except ResourceExhausted as exc:
@@ -121,3 +126,48 @@ def test_fifty_concurrent_reservations_never_double_allocate(tmp_path: Path) -> 
     assert len(cores) == len(set(cores)) == 40
     assert sum(e.hugepages_mib for e in entries.values()) <= 40 * 64
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_a_format_1_ledger_is_read_with_keys_from_the_container_ids(tmp_path: Path) -> None:
+    """An earlier install's ledger (keyed by container id) keeps working after an upgrade."""
+    from hook.decide.names import legacy_key
+    from hook.host.ledger import _digest
+
+    entry = {"container_id": "old", "state": "active", "backend": "ovs", "numa_node": 0, "cpus": [3], "hugepage_size_kib": 2048,
+             "hugepages_mib": 64, "socket_dir": "/run/x/sockets/abc", "ports": [], "pid": 1, "pid_start": 1, "grown_pages": 0,
+             "created": 0.0, "kernel_ports": []}
+    path = tmp_path / "ledger.json"
+    path.write_text(json.dumps({"format": 1, "checksum": _digest({"old": entry}), "entries": {"old": entry}}))
+    entries = Ledger(str(path)).snapshot()
+    assert list(entries) == [legacy_key("old")] and entries[legacy_key("old")].cpus == [3]
+
+
+def test_commit_saves_before_the_lock_is_left(tmp_path: Path) -> None:
+    """A record that must be durable before an effect is on disk while the lock is still held."""
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(str(path))
+    with ledger.locked() as data:
+        data.put(res("a", [1]))
+        data.commit()
+        assert "id-a" in path.read_text()
+
+
+def test_a_busy_lock_gives_up_within_the_timeout(tmp_path: Path) -> None:
+    """A hook never waits for the lock beyond its budget: LedgerBusy, nothing written."""
+    import fcntl
+    import time
+
+    from hook.host.ledger import LedgerBusy
+
+    path = tmp_path / "ledger.json"
+    holder = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LedgerBusy, match="still locked"):
+            with Ledger(str(path), timeout_s=0.3).locked():
+                pass
+        assert 0.25 < time.monotonic() - started < 2.0
+    finally:
+        os.close(holder)
+    assert not path.exists()

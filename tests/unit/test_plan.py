@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from hook.decide.plan import ContainerUser, make_plan
+from hook.decide.plan import make_plan
 from hook.model import PortLease, Reservation
 
 
-def reservation(cpus: list[int], ports: list[PortLease], mib: int = 512) -> Reservation:
+def reservation(cpus: list[int], ports: list[PortLease], mib: int = 512, uid: int = 0, gid: int = 0) -> Reservation:
     return Reservation(
-        container_id="c1", state="pending", backend="ovs", numa_node=0, cpus=cpus,
-        hugepage_size_kib=2048, hugepages_mib=mib, socket_dir="/run/h/sockets/abc", ports=ports,
+        key="0123456789abcdef", container_id="c1", state="pending", backend="ovs", numa_node=0, cpus=cpus,
+        hugepage_size_kib=2048, hugepages_mib=mib, ports=ports, uid=uid, gid=gid,
     )
 
 
@@ -22,27 +22,29 @@ def lease(i: int, mode: str) -> PortLease:
 
 def test_eal_args_for_two_cores_and_a_server_port() -> None:
     """Each lcore gets a core, the main lcore is 0, and a server-mode port says server=1."""
-    plan = make_plan(reservation([2, 3], [lease(0, "server")]), ContainerUser())
+    plan = make_plan(reservation([2, 3], [lease(0, "server")]))
     args = plan.eal_args
     assert args[:4] == ("--lcores", "0@2,1@3", "--main-lcore", "0")
     assert "--huge-dir=/dev/hugepages" in args and "--single-file-segments" in args and "--no-pci" in args
     assert args[args.index("-m") + 1] == "512"
     assert "--vdev=net_virtio_user0,path=/run/dpdk/net0.sock,mac=02:00:00:00:00:00,queues=2,server=1" in args
-    assert any(a.startswith("--file-prefix=dpk") for a in args)
+    assert "--file-prefix=dpk0123456789ab" in args  # from the instance key, not the container id
     assert plan.files["eal.args"] == " ".join(args) + "\n"
 
 
 def test_single_core_shares_main_and_worker() -> None:
     """With one core the main lcore and one worker share it, so testpmd still runs."""
-    assert make_plan(reservation([5], []), ContainerUser()).eal_args[:2] == ("--lcores", "0@5,1@5")
+    assert make_plan(reservation([5], [])).eal_args[:2] == ("--lcores", "0@5,1@5")
 
 
 def test_mounts_and_compat_socket() -> None:
-    """Socket dir and a private, capped, pre-reserved hugetlbfs first; a lone client socket also at /var/run/usvhost."""
-    plan = make_plan(reservation([1], [lease(0, "client")], mib=64), ContainerUser(uid=1000, gid=1000))
+    """A private capped tmpfs holding the app's files, a capped pre-reserved hugetlbfs; a lone client socket also at /var/run/usvhost."""
+    plan = make_plan(reservation([1], [lease(0, "client")], mib=64, uid=101000, gid=101000))
     kinds = [(m.kind, m.target) for m in plan.mounts]
-    assert kinds == [("bind", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
-    assert plan.mounts[1].options == "pagesize=2M,size=64M,min_size=64M,mode=0700,uid=1000,gid=1000"
+    assert kinds == [("tmpfs", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
+    assert plan.mounts[0].options == "size=1m,nr_inodes=64,mode=0750,uid=101000,gid=101000"
+    assert dict(plan.mounts[0].files) == plan.files
+    assert plan.mounts[1].options == "pagesize=2M,size=64M,min_size=64M,mode=0700,uid=101000,gid=101000"
     assert [(m.target, m.source, m.file) for m in plan.socket_mounts] == [
         ("/run/dpdk/net0.sock", "/host/0.sock", True),
         ("/var/run/usvhost", "/host/0.sock", True),
@@ -52,13 +54,13 @@ def test_mounts_and_compat_socket() -> None:
 
 def test_no_compat_path_with_two_client_ports() -> None:
     """The how-to path is only for exactly one client-mode port."""
-    plan = make_plan(reservation([1], [lease(0, "client"), lease(1, "client")]), ContainerUser())
+    plan = make_plan(reservation([1], [lease(0, "client"), lease(1, "client")]))
     assert "/var/run/usvhost" not in [m.target for m in plan.socket_mounts]
 
 
 def test_app_config_schema() -> None:
     """config.json tells the app its cores, hugepages and each port's socket, mode, MAC and queues."""
-    plan = make_plan(reservation([2, 3], [lease(0, "server")]), ContainerUser())
+    plan = make_plan(reservation([2, 3], [lease(0, "server")]))
     doc = json.loads(plan.files["config.json"])
     assert doc["version"] == 1 and doc["cpus"] == [2, 3] and doc["numa_node"] == 0
     assert doc["hugepages"] == {"dir": "/dev/hugepages", "page_size": "2Mi", "size_mib": 512}
