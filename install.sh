@@ -22,6 +22,8 @@ STATE_FILE=$PREFIX/install-state
 HUGEPAGES=${DPDK_OCI_HOOK_HUGEPAGES:-1024}  # 2 MiB pages in the host pool
 BRIDGE=br-dpdk
 OVS_SCRIPTS=/usr/share/openvswitch/scripts
+SYSTEMD_DIR=${DPDK_OCI_HOOK_SYSTEMD_DIR:-/etc/systemd/system}
+GC_UNIT=dpdk-oci-hook-gc
 PACKAGES=(python3 python3-venv python3-pip dpdk dpdk-dev openvswitch-switch-dpdk runc)
 
 ACTION=install
@@ -212,6 +214,46 @@ start_embedded_switch() {
     run ovs-vsctl --timeout=10 --may-exist add-br "$BRIDGE" -- set bridge "$BRIDGE" datapath_type=netdev
 }
 
+install_reconcile_timer() {
+    step "periodic reconcile ($GC_UNIT.timer: gc every minute)"
+    write_file "$SYSTEMD_DIR/$GC_UNIT.service" 0644 <<EOF
+[Unit]
+Description=dpdk-oci-hook: free what containers that are gone still hold
+After=openvswitch-switch.service
+
+[Service]
+Type=oneshot
+ExecStart=$BIN_LINK gc
+EOF
+    write_file "$SYSTEMD_DIR/$GC_UNIT.timer" 0644 <<EOF
+[Unit]
+Description=dpdk-oci-hook: reconcile every minute
+
+[Timer]
+OnBootSec=1min
+OnUnitActiveSec=1min
+
+[Install]
+WantedBy=timers.target
+EOF
+    if [ -d /run/systemd/system ]; then
+        run systemctl daemon-reload
+        run systemctl enable --now "$GC_UNIT.timer"
+    else
+        note "systemd is not running here: run 'dpdk-oci-hook gc --watch' under your supervisor instead"
+    fi
+}
+
+remove_reconcile_timer() {
+    if [ -d /run/systemd/system ] && [ -f "$SYSTEMD_DIR/$GC_UNIT.timer" ]; then
+        run systemctl disable --now "$GC_UNIT.timer" || true
+    fi
+    for unit in "$GC_UNIT.timer" "$GC_UNIT.service"; do
+        if [ -f "$SYSTEMD_DIR/$unit" ]; then run rm -f "$SYSTEMD_DIR/$unit"; fi
+    done
+    if [ -d /run/systemd/system ]; then run systemctl daemon-reload || true; fi
+}
+
 check_config() {
     step "config check"
     run "$BIN_LINK" config check
@@ -226,6 +268,7 @@ do_install() {
     write_config
     start_embedded_switch
     check_config
+    install_reconcile_timer
     if [ -f "$SRC_DIR/engines.sh" ]; then
         # shellcheck source=/dev/null
         . "$SRC_DIR/engines.sh"
@@ -245,6 +288,7 @@ do_uninstall() {
         . "$SRC_DIR/engines.sh"
         unregister_engines
     fi
+    remove_reconcile_timer
     step "removing $BIN_LINK and $PREFIX"
     if [ -x "$VENV/bin/dpdk-oci-hook" ] && [ -f "$CONF" ]; then run "$VENV/bin/dpdk-oci-hook" gc || true; fi
     if grep -q '^started_ovs=1' "$STATE_FILE" 2>/dev/null; then
