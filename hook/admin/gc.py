@@ -79,7 +79,7 @@ def gc(config: Config, log: Log) -> GcReport:
                 report.orphan_ports[key] = names
             except HookError as exc:
                 report.errors.append(str(exc))
-    stray = [name for name, owner in veth_owned.items() if owner not in known]
+    stray = [name for name, owner in veth_owned.items() if _veth_key(owner, config.switch.scope) not in (known | {None})]
     if stray:
         try:
             from hook.host import veth
@@ -95,6 +95,23 @@ def gc(config: Config, log: Log) -> GcReport:
     log.info("gc done", released=report.released, orphan_ports=report.orphan_ports, orphan_records=report.orphan_records,
              errors=report.errors)
     return report
+
+
+def _veth_key(owner: str, scope: str) -> str | None:
+    """The instance key in a veth's owner tag if the tag is this installation's, else None.
+
+    Tags are ``<scope>/<key>``; an untagged link is ours to judge (it has our name prefix),
+    a tag of another scope is never ours, and a tag of an earlier release (a bare container
+    id) maps to the key that release's ledger entries were given.
+    """
+    if "/" in owner:
+        tag_scope, _, key = owner.partition("/")
+        return key if tag_scope == scope else None
+    if not owner:
+        return ""
+    from hook.decide.names import legacy_key
+
+    return legacy_key(owner)
 
 
 def rebuild(config: Config, log: Log) -> tuple[dict[str, Reservation], str | None]:

@@ -174,7 +174,7 @@ def prestart(state: State, config: Config, log: Log, budget: Budget | None = Non
             from hook.host import veth  # pyroute2: only for containers that ask for kernel ports
 
             budget.check("the mounts")
-            veth.create(state.pid, res.kernel_ports, owner=res.key)
+            veth.create(state.pid, res.kernel_ports, owner=f"{config.switch.scope}/{res.key}")
             undo.push("kernel ports", lambda: veth.remove([k.host_name for k in res.kernel_ports]))
             faults.point("kernel-ports")
         if res.ports or res.kernel_ports:
