@@ -20,9 +20,9 @@ bridge's own flows (``priority=0 actions=NORMAL`` by default) see only other por
 from __future__ import annotations
 
 import _socket
-import hashlib
 import struct
 import time
+from _blake2 import blake2b  # hashlib would load OpenSSL (~3 ms of imports)
 from collections.abc import Sequence
 
 OFP_VERSION = 0x04  # OpenFlow 1.3
@@ -53,7 +53,7 @@ class OpenFlowError(Exception):
 
 def port_cookie(scope: str, port_name: str) -> int:
     """The cookie of every rule of one port: exact removal, never another installation's."""
-    digest = hashlib.blake2b(f"{scope}\0{port_name}".encode(), digest_size=6).digest()
+    digest = blake2b(f"{scope}\0{port_name}".encode(), digest_size=6).digest()
     return COOKIE_MARK | int.from_bytes(digest, "big")
 
 
