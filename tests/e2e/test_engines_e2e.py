@@ -448,7 +448,7 @@ def wrapper_actions(log: Path) -> list[str]:
 def test_podman_with_rendered_hooks_d(podman: Podman, ovs: OvsInstance, env: HookEnv, testpmd_rootfs: Path, tmp_path: Path) -> None:
     """``podman --hooks-dir D run --annotation ...``: hooks.d from hook.admin.engines, testpmd sends over OVS."""
     settings = engines.Settings(config=env.config_path)  # this interpreter (the project venv) runs the hook
-    engines.register_hooks_d(engines.Layout(root=str(podman.top), hooks_dir="hooks.d"), settings, False, lambda _line: None)
+    engines.HooksDir().register(engines.Layout(root=str(podman.top), hooks_dir="hooks.d"), settings, False, lambda _line: None)
     assert sorted(os.listdir(podman.top / "hooks.d")) == sorted(engines.HOOK_FILES.values())
     # besides the fixture's --root/--runroot/--tmpdir: podman 4.3 opens /etc/cni/net.d/cni.lock
     # even with --network none, and puts temp files in /var/tmp
