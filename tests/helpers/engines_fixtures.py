@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/helpers/ -> the checkout
 BUSYBOX_APPLETS = ("sh", "true", "false", "echo", "cat", "env", "sleep", "ls", "id")
 PODMAN_ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")  # no CAP_SYS_RESOURCE here
 
