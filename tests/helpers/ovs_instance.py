@@ -44,6 +44,7 @@ HUGE_DIR = "/dev/hugepages"
 DPDK_RUNTIME_DIR = "/var/run/dpdk"
 DATAPATH_TAP = "ovs-netdev"  # the userspace datapath's own tap, one per network namespace
 PMD_MAXSLEEP_US = 10000  # the most OVS 3.1 allows; an idle PMD then uses ~1% of its core
+OWNER_FILE = "owner.json"  # in an instance's dir: the run that started it (pid, start time) and its DPDK file prefix
 
 
 def _decode(cell: Any) -> Any:
@@ -141,13 +142,34 @@ class OvsInstance:
 
     # --- life cycle -------------------------------------------------------------
 
-    def start(self) -> OvsInstance:
-        # Short path: <dir>/<port name> must fit in sun_path (108 bytes).
-        self.dir = tempfile.mkdtemp(prefix="ovs", dir="/tmp")
-        self._datapath_tap_ours = not os.path.exists(f"/sys/class/net/{DATAPATH_TAP}")  # else another switch's
+    def _use_dir(self, path: str) -> None:
+        self.dir = path
         self.db = f"unix:{self.path('db.sock')}"
         self.rundir = self.dir
         self._env = dict(os.environ, OVS_RUNDIR=self.dir, OVS_DBDIR=self.dir, OVS_LOGDIR=self.dir)
+
+    @classmethod
+    def orphan(cls, path: str) -> OvsInstance | None:
+        """The instance in ``path`` if the run that started it is gone; None if that run lives or it is not one."""
+        try:
+            with open(os.path.join(path, OWNER_FILE), encoding="utf-8") as fh:
+                owner = json.load(fh)
+            pid, start, file_prefix = int(owner["pid"]), str(owner["start"]), str(owner["file_prefix"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if _alive(pid, start):
+            return None
+        instance = cls()
+        instance._use_dir(path)
+        instance.file_prefix = file_prefix
+        return instance
+
+    def start(self) -> OvsInstance:
+        # Short path: <dir>/<port name> must fit in sun_path (108 bytes).
+        self._use_dir(tempfile.mkdtemp(prefix="ovs", dir="/tmp"))
+        self._datapath_tap_ours = not os.path.exists(f"/sys/class/net/{DATAPATH_TAP}")  # else another switch's
+        with open(self.path(OWNER_FILE), "w", encoding="utf-8") as fh:
+            json.dump({"pid": os.getpid(), "start": _start_time(os.getpid()), "file_prefix": self.file_prefix}, fh)
         try:
             self._start()
         except BaseException:
@@ -342,6 +364,11 @@ def _alive(pid: int, start: str | None = None) -> bool:
     return start is None or fields[19] == start
 
 
+def _start_time(pid: int) -> str:
+    fields = _stat_fields(pid)
+    return fields[19] if fields else ""
+
+
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
@@ -457,6 +484,19 @@ def _host_switch_ready(paused: PausedSwitch) -> bool:
     return _host_dpdk_initialized() or not paused.dpdk_initialized
 
 
+def stop_orphaned_instances(say: Callable[[str], None]) -> None:
+    """Stop private instances whose run was killed before it could stop them: they hold the datapath's tap."""
+    dirs: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _comm(int(entry)) in ("ovs-vswitchd", "ovsdb-server"):
+            dirs.update(os.path.dirname(arg.split("=", 1)[1]) for arg in _cmdline(int(entry)) if arg.startswith("--pidfile="))
+    for path in sorted(dirs - {HOST_RUNDIR}):
+        instance = OvsInstance.orphan(path)
+        if instance is not None:
+            say(f"stopping a private OVS left running by a run that was killed ({path})")
+            instance.stop()
+
+
 def pause_host_switch(say: Callable[[str], None]) -> PausedSwitch | None:
     """Stop the host's ovs-vswitchd (its ovsdb-server and database stay up); None if none runs.
 
@@ -470,6 +510,7 @@ def pause_host_switch(say: Callable[[str], None]) -> PausedSwitch | None:
                            "run one test session or benchmark at a time")
         say(f"{record.describe()} was left paused by a run that ended early (pid {record.owner_pid}): restoring it first")
         restore_host_switch(record, say)
+    stop_orphaned_instances(say)
     pid = host_vswitchd_pid()
     others = other_vswitchds(pid)
     if others:
@@ -477,10 +518,9 @@ def pause_host_switch(say: Callable[[str], None]) -> PausedSwitch | None:
                        "only one OVS-DPDK can run on a host; a private instance left by a killed run? stop it by its pid")
     if pid is None:
         return None
-    fields = _stat_fields(os.getpid())
     paused = PausedSwitch(how="systemd" if _under_systemd() else "ovs-ctl", bridges=host_bridges(),
                           dpdk_initialized=_host_dpdk_initialized(), vswitchd_argv=_cmdline(pid), owner_pid=os.getpid(),
-                          owner_start=fields[19] if fields else "", paused_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                          owner_start=_start_time(os.getpid()), paused_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     _write_record(paused)
     say(f"pausing {paused.describe()}: only one OVS-DPDK can run on a host and this run starts its own; "
         "it is restarted with the same database and bridges at the end")
@@ -499,6 +539,7 @@ def restore_host_switch(paused: PausedSwitch, say: Callable[[str], None]) -> Non
     HOST_START_TIMEOUT_S (the pause record is then kept, for a retry with RESTORE_COMMAND), or
     when its bridges or ports differ from before the pause.
     """
+    stop_orphaned_instances(say)  # a killed run's private switch would keep the datapath's tap from the host's
     if host_vswitchd_pid() is None:
         argv = ["systemctl", "start", "ovs-vswitchd"] if paused.how == "systemd" else [OVS_CTL, "--no-ovsdb-server", "start"]
         started = _host(argv, timeout=HOST_START_TIMEOUT_S + 30)
