@@ -90,6 +90,11 @@ class Request:
     hugepage_size_kib: int | None = None
     numa_node: int | None = None
     kernel_ports: tuple[KernelPortRequest, ...] = ()
+    # Kubernetes: kubelet already chose the cores (its CPU manager) and accounted the memory
+    # (hugepage limits); the hook records them and never picks others.
+    kubelet_cpus: tuple[int, ...] = ()
+    kubelet: bool = False
+    sandbox: str = ""  # the pod's sandbox id, for links between containers of one pod
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ class Reservation:
     kernel_ports: list[KernelPortSpec] = field(default_factory=list)
     uid: int = 0  # host uid/gid owning what the hook made for it (mapped through user namespaces)
     gid: int = 0
+    sandbox: str = ""  # Kubernetes: the pod's sandbox id
+    kubelet: bool = False  # cores and memory were kubelet's choice
 
     @property
     def instance(self) -> Instance:

@@ -123,6 +123,33 @@ def _pick_node(request: Request, config: Config, topo: Topology, entries: dict[s
     return node, shortfalls[node]
 
 
+def _kubelet_choice(request: Request, config: Config, topo: Topology, entries: dict[str, Reservation]) -> tuple[int, list[int], int]:
+    """(node, cores, pages to grow) when kubelet chose the cores: check them, never pick others.
+
+    kubelet's admission is the authority on the hugepage budget; the kernel pool must still
+    hold the memory, and no other container of the ledger may hold one of the cores.
+    """
+    cpus = sorted(request.kubelet_cpus)
+    held = {cpu: res.container_id for res in entries.values() for cpu in res.cpus}
+    clash = [cpu for cpu in cpus if cpu in held]
+    if clash:
+        raise ResourceExhausted(
+            resource=f"exclusive cores: kubelet gave {format_cpulist(cpus)} but {format_cpulist(clash)} is held by container {held[clash[0]]!r}",
+            wanted=len(cpus), available=len(cpus) - len(clash),
+        )
+    nodes = {n for n, node in topo.nodes.items() if node.cpus & set(cpus)} or {min(topo.nodes)}
+    if len(nodes) > 1:
+        raise ResourceExhausted(resource=f"cores on one NUMA node (kubelet gave {format_cpulist(cpus)}: set the topology manager to single-numa-node)",
+                                wanted=len(cpus), available=0)
+    node = nodes.pop()
+    grow = _node_shortfall(request, config, topo, entries, node)
+    if grow and not config.grow_pool:
+        size_kib = request.hugepage_size_kib or config.hugepage_size_kib
+        raise ResourceExhausted(resource=f"free {format_size_kib(size_kib)} hugepages on node {node} (growing the pool is off)",
+                                wanted=request.hugepages_mib * 1024 // size_kib, available=request.hugepages_mib * 1024 // size_kib - grow)
+    return node, cpus, grow
+
+
 def _policy_of(config: Config, bridge: str, key: str, where: str) -> BridgePolicy:
     policy = config.bridge_policy(bridge)
     if policy is None:
@@ -267,10 +294,13 @@ def allocate(
     macs_held = _held_macs(others)
     macs_held.update({(p.bridge, p.mac): key for p in ports})
     kernel_ports = _kernel_ports(request, config, others, key, macs_held)
-    _check_budget(request, config, topo, others)
-    free = _free_cpus(config, others)
-    node, grow = _pick_node(request, config, topo, others, free)
-    cpus = sorted(free & topo.nodes[node].cpus)[: request.cpus]
+    if request.kubelet:
+        node, cpus, grow = _kubelet_choice(request, config, topo, others)
+    else:
+        _check_budget(request, config, topo, others)
+        free = _free_cpus(config, others)
+        node, grow = _pick_node(request, config, topo, others, free)
+        cpus = sorted(free & topo.nodes[node].cpus)[: request.cpus]
     reservation = Reservation(
         key=key,
         container_id=instance.container_id,
@@ -287,5 +317,7 @@ def allocate(
         grown_pages=grow,
         created=now,
         kernel_ports=kernel_ports,
+        sandbox=request.sandbox,
+        kubelet=request.kubelet,
     )
     return Decision(reservation, grow)

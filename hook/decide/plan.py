@@ -26,8 +26,8 @@ CONFIG_SCHEMA_VERSION = 1
 
 # The container's /run/dpdk: a private tmpfs in its own mount namespace, capped so a
 # container cannot fill anything of the host's through it.
-RUN_DIR_SIZE = "1m"
-RUN_DIR_INODES = 64
+RUN_DIR_SIZE = "16m"  # EAL keeps its runtime dir (/var/run/dpdk/<prefix>: memseg fbarrays) here too
+RUN_DIR_INODES = 1024
 
 
 def eal_args(res: Reservation) -> tuple[str, ...]:

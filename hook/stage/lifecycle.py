@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from hook.config import Config
 from hook.decide.allocate import allocate
@@ -37,6 +38,8 @@ from hook.stage.oci import State, map_id, process_user, read_bundle_config, root
 from hook.switch.base import Switch
 from hook.switch.factory import make_switch
 
+# containerd's CRI and CRI-O mark a pod's application containers so (hook.request.kubernetes)
+KUBE_CONTAINER_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 SWITCH_WAIT_CAP_S = 8.0  # one switch transaction, at most
 MOUNT_WAIT_CAP_S = 10.0  # one mount helper, at most
 
@@ -82,6 +85,19 @@ def _instance(state: State, bundle_config: dict[str, object]) -> tuple[Instance,
     except OSError as exc:
         raise StateError(reason=f"cannot read the user namespace maps of process {state.pid}: {exc.strerror}") from exc
     return Instance(state.container_id, state.bundle, state.pid, start), map_id(uid, uid_map, "uid"), map_id(gid, gid_map, "gid")
+
+
+def _request(bundle_config: dict[str, Any], annotations: dict[str, Any], config: Config) -> Request:
+    """The annotations as a Request; for a Kubernetes container, with kubelet's cores and memory."""
+    if not any(annotations.get(key) == "container" for key in KUBE_CONTAINER_KEYS):
+        return annotations_mod.parse(annotations, config.limits, config.hugepage_size_kib)
+    from hook.request.kubernetes import kubelet_request, request_with_kubelet
+
+    kube = kubelet_request(bundle_config, annotations)
+    if kube is None:
+        return annotations_mod.parse(annotations, config.limits, config.hugepage_size_kib)
+    request = request_with_kubelet(annotations, kube, config.limits, config.hugepage_size_kib)
+    return replace(request, kubelet=True, kubelet_cpus=kube.cpus if kube.exclusive else (), sandbox=kube.context.sandbox_id)
 
 
 def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instance, uid: int, gid: int,
@@ -136,7 +152,7 @@ def prestart(state: State, config: Config, log: Log, budget: Budget | None = Non
         raise StateError(reason="prestart needs the container's pid")
     bundle_config = read_bundle_config(state.bundle)
     annotations = state.annotations if state.has_annotations else bundle_config.get("annotations", {}) or {}
-    request = annotations_mod.parse(annotations, config.limits, config.hugepage_size_kib)
+    request = _request(bundle_config, annotations, config)
     check_image_env(bundle_config, request)
     rootfs = rootfs_path(state.bundle, bundle_config)
     instance, uid, gid = _instance(state, bundle_config)

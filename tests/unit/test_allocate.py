@@ -173,3 +173,15 @@ def test_memory_comes_from_a_node_whose_own_pool_has_it() -> None:
     grow = Config(**{**CFG.__dict__, "grow_pool": True})
     d = take(Request(cpus=1, hugepages_mib=64, hugepage_size_kib=2048, numa_node=0), topo=topo, cfg=grow)
     assert d.reservation.numa_node == 0 and d.grow_pages == 32
+
+
+def test_kubelet_cores_are_recorded_never_picked() -> None:
+    """Under Kubernetes the cores are kubelet's (even outside the hook's pool); a core another container holds is refused."""
+    kube = Request(cpus=2, kubelet=True, kubelet_cpus=(6, 7), hugepages_mib=2048, hugepage_size_kib=2048, sandbox="sb1")
+    big = Topology(TWO_NODES.nodes, {2048: HugepagePool(total=4096, free=4096)})
+    r = take(kube, topo=big, cid="k").reservation
+    assert r.cpus == [6, 7] and r.numa_node == 1 and r.kubelet and r.sandbox == "sb1"  # 2 GiB: over the hook's 1 GiB budget, kubelet's call
+    with pytest.raises(ResourceExhausted, match="kubelet gave 7 but 7 is held by container .k."):
+        take(Request(kubelet=True, kubelet_cpus=(7,)), {"k": r}, topo=big, cid="x")
+    with pytest.raises(ResourceExhausted, match="single-numa-node"):
+        take(Request(kubelet=True, kubelet_cpus=(3, 4)), topo=big, cid="y")

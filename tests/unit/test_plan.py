@@ -42,7 +42,7 @@ def test_mounts_and_compat_socket() -> None:
     plan = make_plan(reservation([1], [lease(0, "client")], mib=64, uid=101000, gid=101000))
     kinds = [(m.kind, m.target) for m in plan.mounts]
     assert kinds == [("tmpfs", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
-    assert plan.mounts[0].options == "size=1m,nr_inodes=64,mode=0750,uid=101000,gid=101000"
+    assert plan.mounts[0].options == "size=16m,nr_inodes=1024,mode=0750,uid=101000,gid=101000"
     assert dict(plan.mounts[0].files) == plan.files
     assert plan.mounts[1].options == "pagesize=2M,size=64M,min_size=64M,mode=0700,uid=101000,gid=101000"
     assert [(m.target, m.source, m.file) for m in plan.socket_mounts] == [
