@@ -37,29 +37,15 @@ def _print(obj: Any, as_json: bool, text: str) -> None:
 
 
 def cmd_status(args: Any) -> int:
-    from hook import config as config_mod
-    from hook.host.ledger import Ledger
-    from hook.host.proc import process_alive
-    from hook.units import format_cpulist
+    from hook.admin.status import cmd_status as run
 
-    config = config_mod.load(args.config)
-    entries = Ledger(config.ledger_path).snapshot()
-    rows = []
-    for _cid, res in sorted(entries.items()):
-        row = res.to_dict()
-        row["alive"] = process_alive(res.pid, res.pid_start)
-        rows.append(row)
-    lines = [f"{len(rows)} container(s) hold reservations (pool {format_cpulist(config.cpu_pool)}, "
-             f"hugepage budget {config.hugepage_budget_kib // 1024} MiB)"]
-    for row in rows:
-        ports = ", ".join(f"{p['name']}({p['mode']})" for p in row["ports"]) or "-"
-        lines.append(
-            f"  {row['container_id'][:24]:24} {row['state']:9} cpus={format_cpulist(row['cpus']) or '-':8} "
-            f"hugepages={row['hugepages_mib']}Mi node={row['numa_node']} ports={ports}"
-            + ("" if row["alive"] else "  [container gone: run gc]")
-        )
-    _print({"config": config.path, "entries": rows}, args.json, "\n".join(lines))
-    return 0
+    return run(args)
+
+
+def cmd_metrics(args: Any) -> int:
+    from hook.admin.metrics import cmd_metrics as run
+
+    return run(args)
 
 
 def cmd_gc(args: Any) -> int:
@@ -181,9 +167,14 @@ def build_parser() -> Any:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for stage in STAGES:
         sub.add_parser(stage, help=f"hook stage {stage} (reads the OCI state on stdin)")
-    p = sub.add_parser("status", help="what is reserved, per container")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("status", help="what is reserved, per container, and each port's switch counters")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--watch", action="store_true", help="redraw once a second until Ctrl-C")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("metrics", help="the same in Prometheus text format (node_exporter textfile collector)")
+    p.add_argument("--output", metavar="FILE", help="write FILE atomically instead of stdout (e.g. a textfile collector's *.prom)")
+    p.set_defaults(func=cmd_metrics)
     p = sub.add_parser("gc", help="free what belongs to containers that no longer exist")
     p.add_argument("--rebuild", action="store_true", help="rebuild a corrupt ledger from the owner records first")
     p.add_argument("--watch", action="store_true", help="keep running: a pass every --interval seconds (for hosts without systemd)")
