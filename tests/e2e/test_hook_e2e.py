@@ -55,13 +55,24 @@ def env(tmp_path: Path, ovs: OvsInstance) -> HookEnv:
 
 
 def test_two_containers_pass_packets_over_ovs(env: HookEnv, ovs: OvsInstance, tmp_path: Path) -> None:
-    """A txonly and an rxonly container wired by the hook exchange packets through OVS; nothing is left after."""
+    """The demo: tx and rx wired by the hook, 90% of what tx sent arrives at rx, a rate and a latency per path; nothing is left after."""
     before = pool_state(ovs)
     seen: list[str] = []
+    started = time.monotonic()
     result = demo.run_demo(env.config_path, workdir=str(tmp_path / "demo"), say=seen.append)
-    assert result.tx_packets > 1000, "\n".join(result.tx_output[-30:])
-    assert result.rx_packets > 0, "\n".join(result.rx_output[-30:])
-    # the packets crossed the switch: the sender's OVS port received them
+    assert time.monotonic() - started < 90, seen
+    assert result.tx_packets >= 1000, "\n".join(result.tx_output[-30:])
+    assert result.rx_packets >= 0.9 * result.tx_packets, "\n".join(result.rx_output[-30:])
+    assert result.ok, seen
+    ovs_path, kernel_path = result.paths
+    assert ovs_path.rate_pps and ovs_path.rtt_us and ovs_path.received >= 0.9 * ovs_path.sent, seen
+    assert kernel_path.rate_pps and kernel_path.rtt_us, seen
+    assert sum(line.startswith("==> ") for line in seen) >= 5, seen  # one progress line per phase
+    assert any("link up" in line for line in seen), seen  # status with live counters while both run
+    assert "dpdkdemo" not in " ".join(os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+    assert "cookie=0xde3" not in subprocess.run(["ovs-ofctl", "dump-flows", f"unix:{ovs.rundir}/br-e2e.mgmt"],
+                                                capture_output=True, text=True, timeout=30).stdout
+    assert ovs.vsctl("get", "Open_vSwitch", ".", "other_config:pmd-maxsleep", wait=False).strip().strip('"') == "10000"
     events = [e["event"] for e in env.events()]
     assert events.count("prestart done") == 2 and events.count("released") == 2
     assert_nothing_left(env, ovs, before)
