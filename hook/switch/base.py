@@ -2,7 +2,8 @@
 
 A backend plugs a container's :class:`~hook.model.PortLease` values into the switch in one
 all-or-nothing step, removes them idempotently, and lists what it holds by owner tag so
-``gc`` can find orphans from the switch side.
+``gc`` can find orphans from the switch side.  Owner tags are scoped to the installation
+(``SwitchConfig.scope``): two installations sharing one switch never see each other's ports.
 """
 
 from __future__ import annotations
@@ -23,20 +24,24 @@ class Switch(Protocol):
         """Where the switch itself creates the socket of a client-mode port."""
         ...
 
-    def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
-        """Plug all ports (vhost-user, and host ends of kernel veths) in one step; on failure none stays."""
+    def add_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        """Plug all ports (vhost-user, and host ends of kernel veths) in one step; on failure none stays.
+
+        ``owner`` is an opaque instance key (1..64 characters of ``A-Za-z0-9._:-``) recorded with
+        the ports; only bridges the host policy allows are used, and none is changed.
+        """
         ...
 
-    def remove_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
-        """Unplug the ports; ports already gone are fine."""
+    def remove_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+        """Unplug those of the ports that ``owner`` holds in this installation; ports already gone are fine."""
         ...
 
     def owned_ports(self) -> dict[str, list[str]]:
-        """Container id -> names of ports the switch holds for it (by owner tag)."""
+        """Owner -> names of ports the switch holds for it in this installation (by owner and scope tags)."""
         ...
 
     def remove_port_names(self, names: Sequence[str]) -> None:
-        """Delete ports by name whoever owns them (``gc``, with names from :meth:`owned_ports`)."""
+        """Delete this installation's ports by name whoever owns them (``gc``, names from :meth:`owned_ports`)."""
         ...
 
 

@@ -1,40 +1,37 @@
-"""Open vSwitch (userspace/DPDK datapath) backend, driven through ``ovs-vsctl``.
+"""Open vSwitch (userspace/DPDK datapath) backend, spoken to over OVSDB JSON-RPC and OpenFlow.
 
-Every port a container gets is plugged in ONE ``ovs-vsctl`` invocation, which is one OVSDB
-transaction: if any command of it fails, ovsdb-server commits nothing.
+Every port a container gets is plugged in ONE OVSDB transaction (:mod:`hook.switch.commands`,
+sent by :mod:`hook.switch.ovsdb` over ``db.sock``, no ``ovs-vsctl`` process): if any part of it
+fails, ovsdb-server commits nothing.  Decisions worth knowing:
 
-Ports carry owner tags in ``external_ids`` on both the Port and the Interface row
-(:data:`~hook.switch.OWNER_KEY` = container id, :data:`~hook.switch.INDEX_KEY` = lease index,
-``attached-mac`` = the MAC the container will use) so ``gc`` can find them from the switch side.
-
-Decisions worth knowing:
-
-* ``vlan=None`` leaves the Port without ``tag``, i.e. an OVS trunk port (OVS's default);
-  any given vlan, 0 included, makes an access port with ``tag=<vlan>`` (``tag=0`` = only
-  untagged traffic, the container cannot inject 802.1Q frames).
-* ``queues`` is not written: vhost-user ports take their queue count from the virtio side.
-* Waiting for ovs-vswitchd: a transaction that contains a client-mode port
-  (``dpdkvhostuser``, OVS creates the socket) waits until ovs-vswitchd applied it, so the
-  socket exists when :meth:`OvsSwitch.add_ports` returns and setup errors (e.g. a stale file
-  at the socket path) are seen and rolled back.  A transaction of server-mode ports only
-  (``dpdkvhostuserclient``, the app creates the socket) uses ``--no-wait``: ~2x faster, and a
-  port added while ovs-vswitchd is down comes up when it returns.  Both kinds check
-  ``dpdk_initialized`` in the same invocation.
-* ovs-vsctl reports interface setup errors on stderr with exit status 0; we treat them as
-  failures: the ports of the call are removed again (``--no-wait``) and SwitchError raised.
-  The same rollback runs after a timeout (the commit may have happened before the wait).
-* With ``create_bridge`` a bridge is ``--may-exist add-br`` + ``datapath_type=netdev``: an
-  existing bridge of that name is switched to the userspace datapath.  Use
-  ``create_bridge = false`` for a bridge someone else manages.
-* Removal lists the rows first and deletes only ports whose owner tag is this container
-  (two ovs-vsctl calls; ``--no-wait`` so poststop works while ovs-vswitchd is down).
+* Policy: a port may only use a bridge in ``switch.bridges`` (default: the configured bridge).
+  Only the configured bridge is ever created, and only with ``create_bridge`` when it is
+  missing.  An existing bridge is never changed: one whose ``datapath_type`` is not ``netdev``
+  (a kernel bridge) is refused, since vhost-user ports cannot work there and flipping it would
+  cut off everything on it.
+* VLANs: every port is an access port (``vlan_mode=access``): with a vlan, of that VLAN; without,
+  ``tag=0``, so 802.1Q frames with a VLAN id that the container sends are dropped.  Kernel ports
+  the same.
+* Anti-spoofing (``switch.anti_spoofing``): each interface gets an ``ofport_request`` picked in
+  the same transaction (a guard makes sure no other interface has it), and OpenFlow rules keyed
+  by that port number (:mod:`hook.switch.openflow`) are sent right after the commit: the port may
+  send only from its MAC (a kernel port: and its addresses).  If they cannot be installed the
+  ports are removed again.  OpenFlow rules live in ovs-vswitchd, not in OVSDB: a restart of
+  ovs-vswitchd drops them (see :meth:`OvsSwitch.restore_rules`).
+* Waiting for ovs-vswitchd: a transaction with a client-mode port (OVS creates the socket), a
+  kernel port or a new bridge bumps ``next_cfg`` and waits until ``cur_cfg`` catches up, then
+  reads each interface's ``error`` column: a setup error removes the ports again and raises.
+  Server-mode ports (the app creates the socket later; OVS connects when it appears) do not
+  wait.  ``dpdk_initialized`` is a guard of the transaction itself.
+* Owner tags: Port and Interface ``external_ids`` carry the owner, the installation scope
+  (:data:`~hook.switch.commands.SCOPE_KEY`) and the lease index; ``owned_ports``, removal and
+  ``gc`` see only this scope's ports.  A retried add finds its own ports and replaces them in
+  the same transaction; anyone else's port of that name is refused.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,300 +40,374 @@ from hook.constants import INDEX_KEY, OWNER_KEY
 from hook.errors import SwitchError
 from hook.model import MODE_CLIENT, MODE_SERVER, KernelPortSpec, PortLease
 from hook.switch.base import client_socket_path
+from hook.switch.commands import (
+    ADDRESSES_KEY,
+    MAC_KEY,
+    SCOPE_KEY,
+    AddBridge,
+    AddPort,
+    BumpNextCfg,
+    Command,
+    DelPort,
+    FreeOfport,
+    Require,
+    Snapshot,
+    find_by_tags,
+    select_by_name,
+    transaction_ops,
+)
+from hook.switch.ovsdb import Connection, OvsdbError, TransactError, default_target
 
-MAC_KEY = "attached-mac"
-_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-_SETUP_ERROR = "Error detected while setting up"
 _TYPES = {MODE_SERVER: "dpdkvhostuserclient", MODE_CLIENT: "dpdkvhostuser"}
+OWNER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+OWNER_MAX = 64
+OFPORT_FIRST, OFPORT_LAST = 0xC000, 0xFEFF  # requested OpenFlow port numbers: above what OVS hands out itself
+REMOVE_RULES_TIMEOUT_S = 0.5  # removal of rules is hygiene (the next port on a number clears them): never stall on it
 
 
-def quote(value: str) -> str:
-    """An OVSDB string atom as ovs-vsctl parses it: a JSON string literal."""
-    return json.dumps(value)
-
-
-def _map(cell: Any) -> dict[str, str]:
-    """An OVSDB JSON ``["map", [[k, v], ...]]`` cell as a dict."""
-    if isinstance(cell, list) and len(cell) == 2 and cell[0] == "map":
-        return {str(k): str(v) for k, v in cell[1]}
-    return {}
-
-
-def _rows(text: str) -> list[list[dict[str, Any]]]:
-    """Each ``--format=json`` table of ovs-vsctl's stdout as a list of row dicts."""
-    tables = []
-    for line in text.splitlines():
-        if line.strip():
-            doc = json.loads(line)
-            tables.append([dict(zip(doc["headings"], row, strict=True)) for row in doc["data"]])
-    return tables
-
-
-class _Failed(Exception):
-    """ovs-vsctl exited non-zero (internal; turned into SwitchError)."""
-
-    def __init__(self, reason: str, stderr: str, timed_out: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.stderr = stderr
-        self.timed_out = timed_out
+def _is_owner(owner: object) -> bool:
+    return isinstance(owner, str) and 0 < len(owner) <= OWNER_MAX and set(owner) <= OWNER_CHARS
 
 
 class OvsSwitch:
-    """Ports as vhost-user interfaces of an OVS-DPDK bridge."""
+    """Ports as vhost-user (and system) interfaces of an OVS-DPDK bridge."""
 
     name = "ovs"
 
     def __init__(self, config: SwitchConfig) -> None:
         self.config = config
-        self._timeout = max(1, int(-(-config.timeout_s // 1)))  # ceil: ovs-vsctl takes seconds
-        self._base = [config.ovs_vsctl, f"--timeout={self._timeout}"]
-        if config.ovsdb:
-            self._base.append(f"--db={config.ovsdb}")
+        self.target = config.ovsdb or default_target(config.ovs_rundir)
 
     # --- plumbing ---------------------------------------------------------------
 
-    def _run(self, args: Sequence[str], wait: bool = True) -> tuple[str, str]:
-        """Run ovs-vsctl; (stdout, stderr) on exit 0, else raise _Failed."""
-        argv = list(self._base)
-        if not wait:
-            argv.append("--no-wait")
-        argv.extend(args)
-        try:
-            proc = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                encoding="utf-8",
-                errors="replace",
-                env=_ENV,
-                cwd="/",
-                close_fds=True,
-                timeout=self.config.timeout_s + 2,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise _Failed(f"ovs-vsctl did not finish within {self.config.timeout_s + 2:g}s (killed)", "", True) from exc
-        except OSError as exc:
-            raise _Failed(f"cannot run {self.config.ovs_vsctl}: {exc.strerror or exc}", "") from exc
-        if proc.returncode == 0:
-            return proc.stdout, proc.stderr
-        if proc.returncode in (-14, 142) or "signal 14" in proc.stderr:
-            raise _Failed(
-                f"ovs-vsctl timed out after {self._timeout}s (ovsdb-server or ovs-vswitchd not responding)",
-                proc.stderr,
-                True,
-            )
-        raise _Failed(_first_error(proc.stderr) or f"ovs-vsctl exited with {proc.returncode}", proc.stderr)
-
     def _error(self, reason: str) -> SwitchError:
         return SwitchError(backend=self.name, reason=reason)
+
+    def _connect(self, timeout_s: float | None = None) -> Connection:
+        try:
+            return Connection(self.target, self.config.timeout_s if timeout_s is None else timeout_s)
+        except OvsdbError as exc:
+            raise self._error(exc.reason) from None
+
+    def _tags(self, owner: str) -> dict[str, str]:
+        return {OWNER_KEY: owner, SCOPE_KEY: self.config.scope}
+
+    def _check_owner(self, owner: str) -> None:
+        if not _is_owner(owner):
+            raise self._error(f"owner {owner[:80]!r} is not an instance key (1..{OWNER_MAX} characters of A-Z a-z 0-9 . _ : -)")
+
+    def allowed_bridges(self) -> tuple[str, ...]:
+        return self.config.bridges or (self.config.bridge,)
+
+    def _mgmt_socket(self, bridge: str) -> str:
+        return os.path.join(self.config.ovs_rundir, f"{bridge}.mgmt")
 
     # --- the Switch protocol ------------------------------------------------------
 
     def client_socket_path(self, port_name: str) -> str:
         return client_socket_path(self.config, port_name)
 
-    def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+    def add_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         if not ports and not kernel:
             return
+        self._check_owner(owner)
         for port in ports:
             if port.mode not in _TYPES:
                 raise self._error(f"port {port.name}: unknown mode {port.mode!r}")
-        # wait for ovs-vswitchd whenever it opens something that must exist now: client
-        # sockets, and kernel devices (a vanished veth is only reported by a waiting call)
-        wait = bool(kernel) or any(p.mode == MODE_CLIENT for p in ports)
+        for bridge in dict.fromkeys([p.bridge for p in ports] + [k.bridge for k in kernel]):
+            if bridge not in self.allowed_bridges():
+                raise self._error(f"bridge {bridge} is not allowed by the host policy (allowed: {', '.join(self.allowed_bridges())})")
+        committed = False
         try:
-            out, err = self._run(self._add_args(container_id, ports, kernel, replace=()), wait=wait)
-        except _Failed as exc:
+            with self._connect() as db:
+                for attempt in (1, 2):
+                    snap = Snapshot.from_results(db.transact(Snapshot.read_ops()))
+                    commands, wait, ofports = self._plan_add(owner, ports, kernel, snap)
+                    try:
+                        results = db.transact(transaction_ops(commands, snap))
+                        committed = True
+                        break
+                    except TransactError as exc:
+                        if attempt == 2:  # the switch changed under us twice: say what failed
+                            raise self._error(f"the switch refused the port transaction: {exc.reason}") from None
+                if wait:
+                    self._wait_applied(db, int(results[-1]["rows"][0]["next_cfg"]))
+                    self._check_applied(db, ports, kernel, ofports)
+            if self.config.anti_spoofing:
+                self._install_rules(ports, kernel, ofports)
+        except OvsdbError as exc:
+            if committed:
+                self._rollback(owner, ports, kernel)
+            reason = exc.reason
             if exc.timed_out:
-                self._rollback(container_id, ports, kernel)
-                raise self._error(exc.reason) from None
-            if "already exists" not in exc.reason:
-                raise self._error(exc.reason) from None
-            # A retried prestart finds its own ports: replace them, refuse anyone else's.
-            replace = self._own_conflicts(container_id, [p.name for p in ports] + [k.host_name for k in kernel], exc.reason)
-            try:
-                out, err = self._run(self._add_args(container_id, ports, kernel, replace), wait=wait)
-            except _Failed as exc2:
-                if exc2.timed_out:
-                    self._rollback(container_id, ports, kernel)
-                raise self._error(exc2.reason) from None
-        setup = [line for line in err.splitlines() if _SETUP_ERROR in line]
-        initialized = out.strip().splitlines()[-1:] == ["true"]
-        if setup or not initialized:
-            self._rollback(container_id, ports, kernel)
-            if setup:
-                raise self._error(self._explain(setup[0], ports) + "; ports removed again")
-            raise self._error(
-                "ovs-vswitchd has not initialized DPDK (Open_vSwitch dpdk_initialized is not true; set other_config:dpdk-init=true); ports removed again"
-            )
+                reason += f" (timed out after {self.config.timeout_s:g}s; is ovs-vswitchd running?)"
+            raise self._error(reason + ("; ports removed again" if committed else "")) from None
+        except SwitchError:
+            if committed:
+                self._rollback(owner, ports, kernel)
+            raise
 
-    def remove_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+    def remove_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         names = [p.name for p in ports] + [k.host_name for k in kernel]
         if not names:
             return
-        try:
-            owned = self._owned_among(container_id, names)
-        except _Failed as exc:
-            raise self._error(exc.reason) from None
-        self.remove_port_names(owned)
+        self._check_owner(owner)
+        bridges = {p.name: p.bridge for p in ports} | {k.host_name: k.bridge for k in kernel}
+        self._remove(self._tags(owner), names, bridges)
 
     def remove_port_names(self, names: Sequence[str]) -> None:
-        """Delete these ports by name, whoever owns them, in one ``--no-wait`` transaction.
-
-        For ``gc`` with names taken from :meth:`owned_ports`; missing ports are fine.
-        """
-        if not names:
-            return
-        args: list[str] = []
-        for name in names:
-            args += ["--", "--if-exists", "del-port", name]
-        try:
-            self._run(args, wait=False)
-        except _Failed as exc:
-            raise self._error(exc.reason) from None
+        """Delete these ports by name whoever owns them, within this installation's scope (``gc``)."""
+        if names:
+            self._remove({SCOPE_KEY: self.config.scope}, list(names), None)
 
     def owned_ports(self) -> dict[str, list[str]]:
-        cond = f'external_ids:{OWNER_KEY}!=""'
-        cols = "--columns=name,external_ids"
+        """Owner -> names of this installation's ports (other scopes' are not listed)."""
+        scope = {SCOPE_KEY: self.config.scope}
         try:
-            out, _ = self._run(
-                ["--format=json", "--", cols, "find", "Interface", cond, "--", cols, "find", "Port", cond],
-                wait=False,
-            )
-            tables = _rows(out)
-        except _Failed as exc:
+            with self._connect() as db:
+                results = db.transact([find_by_tags("Port", scope), find_by_tags("Interface", scope)])
+        except OvsdbError as exc:
             raise self._error(exc.reason) from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise self._error(f"cannot parse ovs-vsctl output: {exc}") from None
         found: dict[str, set[str]] = {}
-        for table in tables:
-            for row in table:
-                owner = _map(row.get("external_ids")).get(OWNER_KEY)
+        for result in results:
+            snap = Snapshot.from_results([{}, {}, result, {}])
+            for name, row in snap.ports.items():
+                owner = row["external_ids"].get(OWNER_KEY)
                 if owner:
-                    found.setdefault(owner, set()).add(str(row["name"]))
+                    found.setdefault(owner, set()).add(name)
         return {owner: sorted(names) for owner, names in found.items()}
 
     # --- helpers for doctor / gc -----------------------------------------------------
 
     def bridge_exists(self, bridge: str) -> bool:
         try:
-            self._run(["br-exists", bridge], wait=False)
-        except _Failed as exc:
-            if not exc.stderr.strip() and not exc.timed_out:
-                return False  # br-exists exits 2, silently, for a missing bridge
+            with self._connect() as db:
+                result = db.transact(select_by_name("Bridge", [bridge], ("name",)))
+        except OvsdbError as exc:
             raise self._error(exc.reason) from None
-        return True
+        return bool(result[0].get("rows"))
 
     def dpdk_initialized(self) -> bool:
         try:
-            out, _ = self._run(["get", "Open_vSwitch", ".", "dpdk_initialized"], wait=False)
-        except _Failed as exc:
+            with self._connect() as db:
+                snap = Snapshot.from_results(db.transact(Snapshot.read_ops()[:1]) + [{}, {}, {}])
+        except OvsdbError as exc:
             raise self._error(exc.reason) from None
-        return out.strip() == "true"
+        return snap.root.get("dpdk_initialized") is True
+
+    def restore_rules(self) -> list[str]:
+        """Reinstall the anti-spoofing rules of this scope's ports (after ovs-vswitchd restarted); their names."""
+        try:
+            with self._connect() as db:
+                snap = Snapshot.from_results(db.transact(Snapshot.read_ops()))
+        except OvsdbError as exc:
+            raise self._error(exc.reason) from None
+        from hook.switch import openflow
+
+        per_bridge: dict[str, list[tuple[int, openflow.Rule]]] = {}
+        for name, iface in snap.interfaces.items():
+            tags = iface["external_ids"]
+            port = snap.ports.get(name)
+            if tags.get(SCOPE_KEY) != self.config.scope or MAC_KEY not in tags or port is None or not isinstance(iface.get("ofport_request"), int):
+                continue
+            bridge = snap.bridge_of_port(port["_uuid"])
+            if bridge is None:
+                continue
+            addresses = tags[ADDRESSES_KEY].split(",") if ADDRESSES_KEY in tags else None
+            cookie = openflow.port_cookie(self.config.scope, name)
+            kept = [a for a in addresses if a] if addresses is not None else None
+            per_bridge.setdefault(bridge, []).extend((cookie, r) for r in openflow.port_rules(iface["ofport_request"], tags[MAC_KEY], kept))
+        for bridge, rules in per_bridge.items():
+            try:
+                with openflow.Bridge(self._mgmt_socket(bridge), self.config.timeout_s) as of:
+                    of.apply([], rules)
+            except openflow.OpenFlowError as exc:
+                raise self._error(exc.reason) from None
+        return sorted({n for n, i in snap.interfaces.items() if i["external_ids"].get(SCOPE_KEY) == self.config.scope and MAC_KEY in i["external_ids"]})
 
     # --- internals --------------------------------------------------------------
 
-    def _add_args(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], replace: Sequence[str]) -> list[str]:
-        owner = f"external_ids:{OWNER_KEY}={quote(container_id)}"
-        args: list[str] = []
-        if self.config.create_bridge:
-            for bridge in dict.fromkeys([p.bridge for p in ports] + [k.bridge for k in kernel]):
-                args += ["--", "--may-exist", "add-br", bridge, "--", "set", "Bridge", bridge, "datapath_type=netdev"]
-        for name in replace:
-            args += ["--", "--if-exists", "del-port", name]
+    def _plan_add(
+        self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], snap: Snapshot
+    ) -> tuple[list[Command], bool, dict[str, int]]:
+        """The commands of one add, decided against the snapshot; whether to wait; ofport per name."""
+        commands: list[Command] = []
+        new_bridge = False
+        for bridge in dict.fromkeys([p.bridge for p in ports] + [k.bridge for k in kernel]):
+            row = snap.bridges.get(bridge)
+            if row is not None:
+                if row["datapath_type"] != "netdev":
+                    kind = row["datapath_type"] or "empty, i.e. system"
+                    raise self._error(
+                        f"bridge {bridge} exists with datapath_type {kind}, not netdev: it is a kernel bridge, "
+                        "which vhost-user ports cannot use, and the hook never changes an existing bridge"
+                    )
+            elif bridge == self.config.bridge and self.config.create_bridge:
+                new_bridge = True
+            else:
+                why = "switch.create_bridge is false" if bridge == self.config.bridge else f"only the configured bridge {self.config.bridge} is created"
+                raise self._error(f"no bridge named {bridge} ({why})")
+            commands.append(AddBridge(bridge, "netdev", may_exist=True))
+        for name in [p.name for p in ports] + [k.host_name for k in kernel]:
+            row = snap.ports.get(name) or snap.interfaces.get(name)
+            if row is None:
+                continue
+            tags = row["external_ids"]
+            if tags.get(OWNER_KEY) == owner and tags.get(SCOPE_KEY) == self.config.scope:
+                commands.append(DelPort(name, if_exists=True))  # a retried add: replace our own
+                continue
+            if OWNER_KEY not in tags:
+                whose = "not managed by dpdk-oci-hook"
+            elif tags.get(SCOPE_KEY) != self.config.scope:
+                whose = "owned by another installation of dpdk-oci-hook"
+            else:
+                whose = f"owned by container {tags[OWNER_KEY]}"
+            raise self._error(f"port {name} already exists and is {whose}")
+        if ports:
+            if snap.root.get("dpdk_initialized") is not True:
+                raise self._error(
+                    "ovs-vswitchd has not initialized DPDK (Open_vSwitch dpdk_initialized is not true; set other_config:dpdk-init=true)"
+                )
+            commands.append(Require("dpdk_initialized", True))
+        ofports: dict[str, int] = {}
+        if self.config.anti_spoofing:
+            used = snap.ofports_in_use()
+            number = OFPORT_FIRST
+            for name in [p.name for p in ports] + [k.host_name for k in kernel]:
+                while number in used:
+                    number += 1
+                if number > OFPORT_LAST:
+                    raise self._error("no free OpenFlow port number left for anti-spoofing rules")
+                ofports[name] = number
+                used.add(number)
+                commands.append(FreeOfport(number))
+        tags = self._tags(owner)
         for p in ports:
-            index = f"external_ids:{INDEX_KEY}={quote(str(p.index))}"
-            port_cols = [owner, index]
-            if p.vlan is not None:
-                port_cols.append(f"tag={int(p.vlan)}")
-            iface_cols = [f"type={_TYPES[p.mode]}"]
+            iface: dict[str, Any] = {"type": _TYPES[p.mode]}
             if p.mode == MODE_SERVER:
-                iface_cols.append(f"options:vhost-server-path={quote(p.socket_host_path)}")
+                iface["options"] = {"vhost-server-path": p.socket_host_path}
             if p.mtu is not None:
-                iface_cols.append(f"mtu_request={int(p.mtu)}")
-            iface_cols += [owner, index]
-            if p.mac:
-                iface_cols.append(f"external_ids:{MAC_KEY}={quote(p.mac)}")
-            args += ["--", "add-port", p.bridge, p.name, *port_cols]
-            args += ["--", "set", "Interface", p.name, *iface_cols]
+                iface["mtu_request"] = int(p.mtu)
+            if p.name in ofports:
+                iface["ofport_request"] = ofports[p.name]
+            iface["external_ids"] = {**tags, INDEX_KEY: str(p.index), MAC_KEY: p.mac}
+            commands.append(AddPort(p.bridge, p.name, self._port_columns(tags, str(p.index), p.vlan), iface))
         for k in kernel:  # the host end of a veth: a system port, served by ovs-vswitchd's main thread
-            index = f"external_ids:{INDEX_KEY}={quote('k' + str(k.index))}"
-            args += ["--", "add-port", k.bridge, k.host_name, owner, index]
-            args += ["--", "set", "Interface", k.host_name, "type=system", owner, index]
-        args += ["--", "get", "Open_vSwitch", ".", "dpdk_initialized"]
-        return args
+            index = f"k{k.index}"
+            iface = {"type": "system", "external_ids": {**tags, INDEX_KEY: index}}
+            if k.mac:
+                iface["external_ids"][MAC_KEY] = k.mac
+            iface["external_ids"][ADDRESSES_KEY] = ",".join(k.addresses)
+            if k.host_name in ofports:
+                iface["ofport_request"] = ofports[k.host_name]
+            commands.append(AddPort(k.bridge, k.host_name, self._port_columns(tags, index, getattr(k, "vlan", None)), iface))
+        # wait for ovs-vswitchd whenever it opens something that must exist now: client sockets,
+        # kernel devices (a vanished veth is only reported then), a new bridge (its rules' socket)
+        wait = bool(kernel) or new_bridge or any(p.mode == MODE_CLIENT for p in ports)
+        if wait:
+            commands.append(BumpNextCfg())
+        return commands, wait, ofports
 
-    def _list(self, names: Sequence[str]) -> list[list[dict[str, Any]]]:
-        """Port and Interface rows (name, external_ids) with these names, in one call."""
-        cols = "--columns=name,external_ids"
-        out, _ = self._run(
-            ["--format=json", "--", "--if-exists", cols, "list", "Port", *names, "--", "--if-exists", cols, "list", "Interface", *names],
-            wait=False,
-        )
+    @staticmethod
+    def _port_columns(tags: dict[str, str], index: str, vlan: int | None) -> dict[str, Any]:
+        # an access port always: without a vlan, of VLAN 0, so tagged frames are dropped
+        return {"tag": int(vlan or 0), "vlan_mode": "access", "external_ids": {**tags, INDEX_KEY: index}}
+
+    def _wait_applied(self, db: Connection, next_cfg: int) -> None:
+        def applied(row: dict[str, Any]) -> bool:
+            cur = row.get("cur_cfg")
+            return isinstance(cur, int) and cur >= next_cfg
+
         try:
-            return _rows(out)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _Failed(f"cannot parse ovs-vsctl output: {exc}", "") from None
+            db.wait_until("Open_vSwitch", ["cur_cfg"], applied)
+        except OvsdbError as exc:
+            if exc.timed_out:
+                raise OvsdbError("ovs-vswitchd did not apply the ports in time", True) from None
+            raise
 
-    def _owned_among(self, container_id: str, names: Sequence[str]) -> list[str]:
-        """Which of ``names`` exist as ports whose owner tag is this container."""
-        owned: set[str] = set()
-        for table in self._list(names):
-            for row in table:
-                if _map(row.get("external_ids")).get(OWNER_KEY) == container_id:
-                    owned.add(str(row["name"]))
-        return [n for n in names if n in owned]
+    def _check_applied(self, db: Connection, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], ofports: dict[str, int]) -> None:
+        """Interface setup errors (and ofports not as requested) as SwitchError."""
+        names = [p.name for p in ports] + [k.host_name for k in kernel]
+        results = db.transact(select_by_name("Interface", names, ("name", "error", "ofport")))
+        for name, result in zip(names, results, strict=True):
+            rows = result.get("rows") or [{}]
+            snap = Snapshot.from_results([{}, {}, {}, {"rows": rows}])
+            row = snap.interfaces.get(name, {})
+            error = row.get("error")
+            if isinstance(error, str) and error:
+                raise self._error(self._explain(name, error, ports) + "; ports removed again")
+            ofport = row.get("ofport")
+            if name in ofports and ofport != ofports[name]:
+                raise self._error(f"port {name} got OpenFlow port {ofport}, not the requested {ofports[name]}; ports removed again")
 
-    def _own_conflicts(self, container_id: str, names: Sequence[str], reason: str) -> list[str]:
-        """Names of existing rows that block the add; SwitchError unless all are ours."""
+    def _install_rules(self, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], ofports: dict[str, int]) -> None:
+        from hook.switch import openflow
+
+        per_bridge: dict[str, tuple[list[tuple[int, int, int | None]], list[tuple[int, openflow.Rule]]]] = {}
+        items: list[tuple[str, str, str | None, Sequence[str] | None]] = [(p.bridge, p.name, p.mac, None) for p in ports]
+        items += [(k.bridge, k.host_name, k.mac, k.addresses) for k in kernel]
+        for bridge, name, mac, addresses in items:
+            if not mac:
+                raise self._error(f"port {name} has no MAC: anti-spoofing rules need one")
+            number = ofports[name]
+            cookie = openflow.port_cookie(self.config.scope, name)
+            delete, add = per_bridge.setdefault(bridge, ([], []))
+            # stale rules: this port's own (a retry), and any of ours left on the number
+            delete += [(cookie, (1 << 64) - 1, None), (openflow.COOKIE_MARK, openflow.COOKIE_MARK_MASK, number)]
+            add += [(cookie, rule) for rule in openflow.port_rules(number, mac, addresses)]
+        for bridge, (delete, add) in per_bridge.items():
+            try:
+                with openflow.Bridge(self._mgmt_socket(bridge), self.config.timeout_s) as of:
+                    of.apply(delete, add)
+            except openflow.OpenFlowError as exc:
+                raise self._error(f"anti-spoofing rules on bridge {bridge}: {exc.reason}; ports removed again") from None
+
+    def _remove(self, tags: dict[str, str], names: list[str], bridges: dict[str, str] | None) -> None:
+        """Drop the rules of the ports among ``names`` that carry ``tags``, then unlink them in one transaction.
+
+        Rules go first: ovs-vswitchd answers OpenFlow between reconfigurations, and answers it
+        at once while it is idle, not after the port's removal (a PMD reload) is done.
+        """
+        read = [find_by_tags("Port", tags)]
+        if bridges is None:
+            read.append({"op": "select", "table": "Bridge", "where": [], "columns": ["_uuid", "name", "datapath_type", "ports"]})
         try:
-            tables = self._list(names)
-        except _Failed as exc:
+            with self._connect() as db:
+                results = db.transact(read)
+                snap = Snapshot.from_results([{}, results[1] if bridges is None else {}, results[0], {}])
+                mine = [n for n in names if n in snap.ports]
+                if mine and self.config.anti_spoofing:
+                    self._remove_rules(mine, bridges, snap)
+                db.transact(transaction_ops([DelPort(n) for n in mine], snap))
+        except OvsdbError as exc:
             raise self._error(exc.reason) from None
-        existing: list[str] = []
-        for table in tables:
-            for row in table:
-                name = str(row["name"])
-                owner = _map(row.get("external_ids")).get(OWNER_KEY)
-                if owner != container_id:
-                    whose = f"owned by container {owner}" if owner else "not managed by dpdk-oci-hook"
-                    raise self._error(f"port {name} already exists and is {whose}")
-                if name not in existing:
-                    existing.append(name)
-        if not existing:  # e.g. a bridge of that name: nothing of ours to replace
-            raise self._error(reason)
-        return existing
 
-    def _rollback(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
-        """Best effort: remove what a failed add may have committed, without waiting."""
+    def _remove_rules(self, names: list[str], bridges: dict[str, str] | None, snap: Snapshot) -> None:
+        from hook.switch import openflow
+
+        per_bridge: dict[str, list[tuple[int, int, int | None]]] = {}
+        for name in names:
+            bridge = bridges.get(name) if bridges is not None else snap.bridge_of_port(snap.ports[name]["_uuid"])
+            if bridge:
+                per_bridge.setdefault(bridge, []).append((openflow.port_cookie(self.config.scope, name), (1 << 64) - 1, None))
+        for bridge, delete in per_bridge.items():
+            try:
+                with openflow.Bridge(self._mgmt_socket(bridge), min(REMOVE_RULES_TIMEOUT_S, self.config.timeout_s)) as of:
+                    of.apply(delete, [])
+            except openflow.OpenFlowError:
+                pass  # rules of a port that is gone match nothing; a new port on the number clears them
+
+    def _rollback(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec]) -> None:
+        """Best effort: remove what a failed add committed."""
         try:
-            self.remove_ports(container_id, ports, kernel)
+            self.remove_ports(owner, ports, kernel)
         except SwitchError:
             pass  # gc finds the leftovers by owner tag
 
-    def _explain(self, line: str, ports: Sequence[PortLease]) -> str:
-        """ovs-vsctl's "Error detected while setting up 'NAME': WHY.  See ..." made readable."""
-        text = line.removeprefix("ovs-vsctl: ").strip()
-        name, _, why = text.removeprefix(_SETUP_ERROR).strip().partition(": ")
-        name = name.strip("'")
-        why = why.split("  See ovs-vswitchd log", 1)[0].rstrip(". ")
-        reason = f"ovs-vswitchd could not set up port {name}: {why or text}"
+    def _explain(self, name: str, error: str, ports: Sequence[PortLease]) -> str:
+        reason = f"ovs-vswitchd could not set up port {name}: {error}"
         for p in ports:
             path = self.client_socket_path(p.name)
             if p.name == name and p.mode == MODE_CLIENT and os.path.lexists(path):
                 reason += f" (something already exists at its socket path {path}: stale?)"
         return reason + " (see the ovs-vswitchd log)"
-
-
-def _first_error(stderr: str) -> str:
-    """The first meaningful stderr line of ovs-vsctl, without its program prefix."""
-    for line in stderr.splitlines():
-        line = line.strip()
-        if not line or "The default log directory is" in line:
-            continue
-        if "|" in line and line[:4].isdigit():  # a vlog line: keep the message part
-            line = line.rsplit("|", 1)[-1]
-        return line.removeprefix("ovs-vsctl: ").strip()
-    return ""

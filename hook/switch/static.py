@@ -35,9 +35,9 @@ class StaticSwitch:
         """Not meaningful here: static sockets are leased by path, not made per port name."""
         raise self._error(f"port {port_name}: the static backend has no per-port socket; use the lease's socket_host_path")
 
-    def add_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+    def add_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         if kernel:
-            raise SwitchError(backend=self.name, reason="kernel ports need the ovs backend")
+            raise self._error("kernel ports need the ovs backend")
         for port in ports:
             self._check(port)
 
@@ -61,7 +61,7 @@ class StaticSwitch:
         if not stat.S_ISSOCK(st.st_mode):
             raise self._error(f"port {port.name}: {path} is not a socket (is the host app running?)")
 
-    def remove_ports(self, container_id: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
+    def remove_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
         """Nothing to undo: the host app owns its sockets."""
 
     def owned_ports(self) -> dict[str, list[str]]:
