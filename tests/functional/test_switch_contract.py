@@ -41,9 +41,9 @@ def _lease(index: int, name: str, bridge: str, path: str) -> PortLease:
 
 
 def _ovs(ovs: OvsInstance) -> Backend:
-    cfg = SwitchConfig(backend="ovs", ovs_vsctl=ovs.vsctl_path, ovsdb=ovs.db, ovs_rundir=ovs.rundir)
-    sw = make_switch(cfg)
     bridge = ovs.unique("tbr")
+    cfg = SwitchConfig(backend="ovs", ovsdb=ovs.db, ovs_rundir=ovs.rundir, bridge=bridge, bridges=(bridge,), scope="contract")
+    sw = make_switch(cfg)
 
     def good(i: int) -> PortLease:
         name = ovs.unique("tc")

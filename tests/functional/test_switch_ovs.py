@@ -1,4 +1,9 @@
-"""OvsSwitch against a real private OVS-DPDK: end state is asserted in OVSDB, not on calls."""
+"""OvsSwitch against a real private OVS-DPDK: end state is asserted in OVSDB, not on calls.
+
+The switch under test may use every bridge the ``bridge`` fixture names (its policy) and
+creates only the configured one; policy, VLAN and anti-spoofing behaviour on real frames is
+in test_switch_policy.py.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +20,25 @@ from hook.config import SwitchConfig
 from hook.constants import INDEX_KEY, OWNER_KEY
 from hook.errors import SwitchError
 from hook.model import MODE_CLIENT, MODE_SERVER, PortLease
+from hook.switch.commands import SCOPE_KEY
 from hook.switch.factory import make_switch
 from hook.switch.ovs import OvsSwitch
 from tests.helpers.ovs_instance import OvsInstance
 
+SCOPE = "test-scope"
 
-def config(ovs: OvsInstance, **overrides: object) -> SwitchConfig:
+
+def config(ovs: OvsInstance, bridge: str = "br-dpdk", *more_bridges: str, **overrides: object) -> SwitchConfig:
+    """A switch whose configured bridge is ``bridge`` and whose policy allows it and ``more_bridges``."""
     base: dict[str, object] = {
         "backend": "ovs",
         "ovs_vsctl": ovs.vsctl_path,
         "ovsdb": ovs.db,
         "ovs_rundir": ovs.rundir,
         "timeout_s": 5.0,
+        "bridge": bridge,
+        "bridges": (bridge, *more_bridges),
+        "scope": SCOPE,
     }
     base.update(overrides)
     return SwitchConfig(**base)  # type: ignore[arg-type]
@@ -70,8 +82,8 @@ def bridge(ovs: OvsInstance) -> Iterator[str]:
 
 
 @pytest.fixture
-def sw(ovs: OvsInstance) -> OvsSwitch:
-    return OvsSwitch(config(ovs))
+def sw(ovs: OvsInstance, bridge: str) -> OvsSwitch:
+    return OvsSwitch(config(ovs, bridge))
 
 
 def test_factory_picks_ovs(ovs: OvsInstance) -> None:
@@ -95,28 +107,28 @@ def test_add_two_ports_both_modes_on_new_bridge(ovs: OvsInstance, sw: OvsSwitch,
     assert iface["type"] == "dpdkvhostuserclient"
     assert iface["options"] == {"vhost-server-path": server.socket_host_path}
     assert iface["mtu_request"] == 9000
-    assert iface["external_ids"] == {OWNER_KEY: "ctr-a", INDEX_KEY: "0", "attached-mac": server.mac}
+    assert iface["external_ids"] == {OWNER_KEY: "ctr-a", SCOPE_KEY: SCOPE, INDEX_KEY: "0", "attached-mac": server.mac}
     port = ovs.row("Port", server.name)
-    assert port is not None and port["tag"] == 100
-    assert port["external_ids"] == {OWNER_KEY: "ctr-a", INDEX_KEY: "0"}
+    assert port is not None and port["tag"] == 100 and port["vlan_mode"] == "access"
+    assert port["external_ids"] == {OWNER_KEY: "ctr-a", SCOPE_KEY: SCOPE, INDEX_KEY: "0"}
 
     iface = ovs.row("Interface", client.name)
     assert iface is not None
     assert iface["type"] == "dpdkvhostuser"
     assert iface["options"] == {}
     assert iface["mtu_request"] == []
-    assert iface["external_ids"] == {OWNER_KEY: "ctr-a", INDEX_KEY: "1", "attached-mac": client.mac}
+    assert iface["external_ids"] == {OWNER_KEY: "ctr-a", SCOPE_KEY: SCOPE, INDEX_KEY: "1", "attached-mac": client.mac}
     assert iface["error"] == []
     port = ovs.row("Port", client.name)
     assert port is not None and port["tag"] == 0  # vlan 0: access port for untagged traffic only
-    assert port["external_ids"] == {OWNER_KEY: "ctr-a", INDEX_KEY: "1"}
+    assert port["external_ids"] == {OWNER_KEY: "ctr-a", SCOPE_KEY: SCOPE, INDEX_KEY: "1"}
 
 
-def test_no_vlan_means_no_tag(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
+def test_no_vlan_means_access_port_of_vlan_0(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
     p = lease(ovs, bridge, 0)
     sw.add_ports("ctr-notag", [p])
     port = ovs.row("Port", p.name)
-    assert port is not None and port["tag"] == []
+    assert port is not None and port["tag"] == 0 and port["vlan_mode"] == "access" and port["trunks"] == []
 
 
 def test_client_mode_socket_appears(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
@@ -137,8 +149,10 @@ def test_client_mode_socket_appears(ovs: OvsInstance, sw: OvsSwitch, bridge: str
     assert wait_for(lambda: not os.path.lexists(path), 5.0), "OVS should unlink the socket of a removed port"
 
 
-def test_ports_on_different_bridges(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
+def test_ports_on_different_bridges(ovs: OvsInstance, bridge: str) -> None:
     other = ovs.unique("tbr")
+    sw = OvsSwitch(config(ovs, bridge, other))
+    ovs.vsctl("add-br", other, "--", "set", "bridge", other, "datapath_type=netdev")  # only the configured one is created
     try:
         a = lease(ovs, bridge, 0)
         b = lease(ovs, other, 1, MODE_CLIENT)
@@ -205,8 +219,8 @@ def test_conflict_with_unmanaged_port_is_refused(ovs: OvsInstance, sw: OvsSwitch
 
 
 def test_missing_bridge_without_create_leaves_nothing(ovs: OvsInstance, bridge: str) -> None:
-    sw = OvsSwitch(config(ovs, create_bridge=False))
     existing = ovs.unique("tbr")
+    sw = OvsSwitch(config(ovs, bridge, existing, create_bridge=False))
     ovs.vsctl("add-br", existing, "--", "set", "bridge", existing, "datapath_type=netdev")
     try:
         ok = lease(ovs, existing, 0)
@@ -271,6 +285,7 @@ def test_owned_ports_finds_tagged_ports(ovs: OvsInstance, sw: OvsSwitch, bridge:
         bridge,
         orphan,
         f"external_ids:{OWNER_KEY}=ctr-gone",
+        f"external_ids:{SCOPE_KEY}={SCOPE}",
         "--",
         "set",
         "Interface",
@@ -278,6 +293,7 @@ def test_owned_ports_finds_tagged_ports(ovs: OvsInstance, sw: OvsSwitch, bridge:
         "type=dpdkvhostuserclient",
         "options:vhost-server-path=/tmp/dpdk-oci-test/gone.sock",
         f"external_ids:{OWNER_KEY}=ctr-gone",
+        f"external_ids:{SCOPE_KEY}={SCOPE}",
     )
     untagged = ovs.unique("tp")
     ovs.vsctl("add-port", bridge, untagged, "--", "set", "Interface", untagged, "type=internal")
@@ -292,23 +308,23 @@ def test_owned_ports_finds_tagged_ports(ovs: OvsInstance, sw: OvsSwitch, bridge:
     assert "ctr-gone" not in sw.owned_ports()
 
 
-@pytest.mark.parametrize(
-    "container_id",
-    [
-        'we"ird id\\with =,{}[]:; chars',
-        "a" * 1024,
-        "ümlaut-\u2603-\U0001f600\ttab\nnewline",
-    ],
-    ids=["quotes-spaces", "1024-chars", "non-ascii"],
-)
-def test_awkward_container_ids_round_trip(ovs: OvsInstance, sw: OvsSwitch, bridge: str, container_id: str) -> None:
+@pytest.mark.parametrize("owner", ["a" * 64, "k8s.io:ns_1:ctr-2", "0"], ids=["64-chars", "all-classes", "one-char"])
+def test_instance_keys_round_trip(ovs: OvsInstance, sw: OvsSwitch, bridge: str, owner: str) -> None:
     p = lease(ovs, bridge, 0)
-    sw.add_ports(container_id, [p])
+    sw.add_ports(owner, [p])
     row = ovs.row("Interface", p.name)
-    assert row is not None and row["external_ids"][OWNER_KEY] == container_id
-    assert sw.owned_ports()[container_id] == [p.name]
-    sw.remove_ports(container_id, [p])
+    assert row is not None and row["external_ids"][OWNER_KEY] == owner
+    assert sw.owned_ports()[owner] == [p.name]
+    sw.remove_ports(owner, [p])
     assert ovs.row("Interface", p.name) is None
+
+
+@pytest.mark.parametrize("owner", ['we"ird id', "a" * 65, "ümlaut", "new\nline"], ids=["quotes-spaces", "65-chars", "non-ascii", "newline"])
+def test_awkward_owner_is_refused_and_changes_nothing(ovs: OvsInstance, sw: OvsSwitch, bridge: str, owner: str) -> None:
+    p = lease(ovs, bridge, 0)
+    with pytest.raises(SwitchError, match="is not an instance key"):
+        sw.add_ports(owner, [p])
+    assert ovs.row("Bridge", bridge) is None and ovs.row("Interface", p.name) is None
 
 
 def test_socket_path_with_spaces_and_quotes(ovs: OvsInstance, sw: OvsSwitch, bridge: str) -> None:
@@ -332,27 +348,32 @@ def test_empty_port_list_does_nothing(ovs: OvsInstance, sw: OvsSwitch, bridge: s
 
 
 def test_unreachable_database_is_a_clear_error(ovs: OvsInstance, bridge: str) -> None:
-    sw = OvsSwitch(config(ovs, ovsdb=f"unix:{ovs.rundir}/nope.sock", timeout_s=1.0))
+    sw = OvsSwitch(config(ovs, bridge, ovsdb=f"unix:{ovs.rundir}/nope.sock", timeout_s=1.0))
     start = time.monotonic()
     with pytest.raises(SwitchError) as err:
         sw.add_ports("ctr-nodb", [lease(ovs, bridge, 0)])
     assert time.monotonic() - start < 4.0
-    assert str(err.value).startswith("switch ovs: ")
+    assert str(err.value).startswith("switch ovs: cannot connect to the database unix:")
     with pytest.raises(SwitchError):
         sw.owned_ports()
     with pytest.raises(SwitchError):
         sw.bridge_exists(bridge)
 
 
-def test_missing_ovs_vsctl_is_a_clear_error(ovs: OvsInstance, bridge: str) -> None:
-    sw = OvsSwitch(config(ovs, ovs_vsctl="/nonexistent/ovs-vsctl"))
-    with pytest.raises(SwitchError, match="cannot run /nonexistent/ovs-vsctl"):
-        sw.add_ports("ctr-nobin", [lease(ovs, bridge, 0)])
+def test_ovs_vsctl_is_not_needed(ovs: OvsInstance, bridge: str) -> None:
+    """Ports go over OVSDB JSON-RPC: a missing ovs-vsctl binary does not matter."""
+    sw = OvsSwitch(config(ovs, bridge, ovs_vsctl="/nonexistent/ovs-vsctl"))
+    p = lease(ovs, bridge, 0)
+    sw.add_ports("ctr-nobin", [p])
+    assert port_names(ovs, bridge) == [p.name]
 
 
 def test_hung_vswitchd(ovs: OvsInstance, bridge: str) -> None:
-    """Client ports wait for ovs-vswitchd: a timeout undoes the commit.  Server ports don't wait."""
-    sw = OvsSwitch(config(ovs, timeout_s=1.0))
+    """Client ports wait for ovs-vswitchd: a timeout undoes the commit.  Server ports don't wait,
+    unless anti-spoofing rules must be installed (they live in ovs-vswitchd): then refused and undone."""
+    ovs.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+    sw = OvsSwitch(config(ovs, bridge, timeout_s=1.0, anti_spoofing=False))
+    guarded = OvsSwitch(config(ovs, bridge, timeout_s=1.0))
     pid = ovs.pid("ovs-vswitchd")
     assert pid is not None
     server = lease(ovs, bridge, 0)
@@ -364,9 +385,13 @@ def test_hung_vswitchd(ovs: OvsInstance, bridge: str) -> None:
         assert ovs.row("Interface", server.name) is None
         assert ovs.row("Interface", client.name) is None
 
-        sw.add_ports("ctr-hung", [server])  # --no-wait: committed, vswitchd applies it later
+        sw.add_ports("ctr-hung", [server])  # no wait: committed, vswitchd applies it later
         assert ovs.row("Interface", server.name) is not None
         sw.remove_ports("ctr-hung", [server])  # works without vswitchd too
+        assert ovs.row("Interface", server.name) is None
+
+        with pytest.raises(SwitchError, match="anti-spoofing rules .* timed out|timeout"):
+            guarded.add_ports("ctr-hung", [server])
         assert ovs.row("Interface", server.name) is None
     finally:
         os.kill(pid, signal.SIGCONT)
