@@ -1,34 +1,36 @@
 """``dpdk-oci-hook doctor``: is this host ready for DPDK containers?  One line per finding.
 
-Reads only: the hugepage pool, mounts, the switch (one ovs-vsctl read each), the engine
-registrations that ``hook.admin.engines`` writes, engine versions and the ledger.  Every finding
-that is not ok says how to fix it.
+Reads only: the hugepage pool, mounts, the switch (one ovs-vsctl read each), the host's
+CPUs, NUMA nodes and network devices as udev enumerates them (``hook.host.devices``), the
+engine registrations and versions (each ``hook.admin.engines`` Engine checks its own) and the
+ledger.  Every finding that is not ok or info says how to fix it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hook.admin import engines
+from hook.admin.engines.base import ERROR, INFO, OK, WARN, binary_version, format_version, parse_version, run_read_only
+from hook.units import format_cpulist, format_size_kib
 
-OK, WARN, ERROR = "ok", "warn", "error"
+if TYPE_CHECKING:
+    from hook.host.devices import HostDevices
+
+__all__ = ["ERROR", "INFO", "OK", "WARN", "Finding", "parse_version", "run_doctor", "main", "cmd_doctor"]
+
 CHILD_TIMEOUT_S = 5
-CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-MIN_DOCKER = (24, 0)  # docker run --annotation (API 1.43)
 MIN_RUNC = (1, 0)  # createRuntime hooks
 HUGETLBFS_MAGIC_TYPE = "hugetlbfs"
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One check's result: ``level`` is ok, warn or error; ``fix`` says what to do about it."""
+    """One check's result: ``level`` is ok, info, warn or error; ``fix`` says what to do about it."""
 
     level: str
     what: str
@@ -39,38 +41,8 @@ class Finding:
         return f"{text} -- fix: {self.fix}" if self.fix else text
 
 
-def _run(argv: list[str]) -> tuple[int, str]:
-    """(exit code, stdout+stderr) of a short read-only command; 127 if it cannot run."""
-    try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=CHILD_ENV,
-            cwd="/",
-            close_fds=True,
-            timeout=CHILD_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return 124, f"timed out after {CHILD_TIMEOUT_S}s"
-    except OSError as exc:
-        return 127, exc.strerror or str(exc)
-    return proc.returncode, (proc.stdout + proc.stderr).strip()
-
-
-def parse_version(text: str) -> tuple[int, ...] | None:
-    """The first dotted version in ``text`` (``Docker version 26.1.5+dfsg1`` -> (26, 1, 5))."""
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not match:
-        return None
-    return tuple(int(g) for g in match.groups() if g is not None)
-
-
-def _fmt(version: tuple[int, ...] | None) -> str:
-    return ".".join(map(str, version)) if version else "unknown"
+def _findings(checks: list[engines.Check]) -> list[Finding]:
+    return [Finding(c.level, c.what, c.fix) for c in checks]
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -117,7 +89,7 @@ def _vsctl(config: Any, *args: str) -> tuple[int, str]:
     argv = [config.switch.ovs_vsctl, f"--timeout={max(1, int(config.switch.timeout_s))}"]
     if config.switch.ovsdb:
         argv.append(f"--db={config.switch.ovsdb}")
-    return _run([*argv, *args])
+    return run_read_only([*argv, *args], CHILD_TIMEOUT_S)
 
 
 def check_switch(config: Any) -> list[Finding]:
@@ -154,88 +126,85 @@ def check_switch(config: Any) -> list[Finding]:
     return found
 
 
-def _version_of(binary: str, *args: str) -> tuple[str | None, tuple[int, ...] | None]:
-    path = shutil.which(binary, path=CHILD_ENV["PATH"] + ":/usr/local/sbin:/usr/local/bin")
-    if not path:
-        return None, None
-    _, out = _run([path, *args])
-    return path, parse_version(out)
-
-
 def check_versions() -> list[Finding]:
+    """runc, then each engine's version: Docker older than 24 drops annotations, and an absent Docker is said."""
     found: list[Finding] = []
-    path, version = _version_of("runc", "--version")
+    path, version = binary_version("runc", "--version")
     if path is None:
         found.append(Finding(ERROR, "runc is not installed", "apt-get install runc"))
     elif version is not None and version < MIN_RUNC:
-        found.append(Finding(ERROR, f"runc {_fmt(version)} runs no createRuntime hooks", "install runc >= 1.0"))
+        found.append(Finding(ERROR, f"runc {format_version(version)} runs no createRuntime hooks", "install runc >= 1.0"))
     else:
-        found.append(Finding(OK, f"runc {_fmt(version)} ({path})"))
-    path, version = _version_of("podman", "--version")
-    if path is not None:
-        found.append(Finding(OK, f"podman {_fmt(version)}: uses hooks.d (podman run --annotation dpdk-oci-hook/...)"))
-    path, version = _version_of("dockerd", "--version")
-    if path is not None:
-        if version is not None and version[:2] < MIN_DOCKER:
-            found.append(Finding(WARN, f"Docker {_fmt(version)} drops --annotation (needs >= 24): DPDK containers cannot be asked for",
-                                 "install Docker >= 24 (Debian 13 docker.io is 26), or use podman / ctr"))
-        else:
-            found.append(Finding(OK, f"Docker {_fmt(version)}: docker run --runtime dpdk --annotation dpdk-oci-hook/..."))
-    path, version = _version_of("containerd", "--version")
-    if path is not None:
-        found.append(Finding(OK, f"containerd {_fmt(version)}"))
+        found.append(Finding(OK, f"runc {format_version(version)} ({path})"))
+    for engine in engines.ALL_ENGINES:
+        found += _findings(engine.version_checks(*engine.version()))
     return found
 
 
 def check_registration(layout: engines.Layout, settings: engines.Settings) -> list[Finding]:
+    """Each engine this host has: is the hook registered, and does what it names exist?"""
     found: list[Finding] = []
-    present = engines.detect(layout)
-    fix = "run install.sh again (or: python3 -I -m hook.admin.engines register)"
-    if present["podman"] or present["crio"]:
-        for stage, name in engines.HOOK_FILES.items():
-            overrides = layout.at("/etc/containers/oci/hooks.d") / name
-            target = overrides if overrides.exists() else layout.at(layout.hooks_dir) / name
-            try:
-                hook = json.loads(target.read_text(encoding="utf-8")).get("hook", {})
-            except (OSError, ValueError, AttributeError):
-                found.append(Finding(WARN, f"hooks.d: {target} missing or unreadable (podman/CRI-O will not run the {stage} hook)", fix))
-                continue
-            if not os.access(str(layout.at(hook.get("path", "") or "/nonexistent")), os.X_OK):
-                found.append(Finding(ERROR, f"hooks.d: {target} runs {hook.get('path')!r}, which is not executable", fix))
-            else:
-                found.append(Finding(OK, f"hooks.d: {target} ({stage})"))
-    if present["docker"]:
-        path = layout.at(layout.docker_config)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            text = None
-        entry: Any = None
-        try:
-            entry = ((json.loads(text) if text else {}).get("runtimes") or {}).get(engines.RUNTIME_NAME)
-        except (ValueError, AttributeError):
-            found.append(Finding(ERROR, f"Docker: {path} is not valid JSON", "fix the file; dockerd will not start with it"))
-        else:
-            if isinstance(entry, dict) and entry.get("path"):
-                shim = str(entry["path"])
-                if os.access(str(layout.at(shim)), os.X_OK):
-                    found.append(Finding(OK, f"Docker: runtime {engines.RUNTIME_NAME} -> {shim}"))
-                else:
-                    found.append(Finding(ERROR, f"Docker: runtime {engines.RUNTIME_NAME} -> {shim}, which is not executable", fix))
-            else:
-                found.append(Finding(WARN, f"Docker: no runtime {engines.RUNTIME_NAME} in {path}", fix))
-    if present["containerd"]:
-        path = layout.at(layout.containerd_config)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError:
-            text = None
-        if engines.containerd_has_ours(text):
-            found.append(Finding(OK, f"containerd: CRI runtime {engines.RUNTIME_NAME} in {path}"))
-        else:
-            found.append(Finding(WARN, f"containerd: no CRI runtime {engines.RUNTIME_NAME} in {path} "
-                                       f"(ctr still works: ctr run --runc-binary {settings.shim})", fix))
+    for engine in engines.ALL_ENGINES:
+        if engine.detect(layout):
+            found += _findings(engine.check(layout, settings))
     return found
+
+
+def device_findings(devices: HostDevices, topology_cpus: dict[int, frozenset[int]] | None = None,
+                    cpu_pool: frozenset[int] = frozenset()) -> list[Finding]:
+    """The udev view of CPUs, NUMA nodes, hugepages and network devices, one line each.
+
+    ``topology_cpus`` (online CPUs per node as the hook reads them from sysfs) is cross-checked
+    against udev's view; ``cpu_pool`` (the config's) against the online CPUs.
+    """
+    found: list[Finding] = []
+    online = devices.online_cpus
+    offline = sorted(c.cpu_id for c in devices.cpus if not c.online)
+    what = f"CPUs (udev): {len(devices.cpus)} present, online {format_cpulist(online) or 'none'}"
+    found.append(Finding(INFO, what + (f", offline {format_cpulist(offline)}" if offline else "")))
+    missing = cpu_pool - online
+    if missing:
+        found.append(Finding(WARN, f"cpus.pool names CPUs {format_cpulist(missing)} that are not online here: the hook never gives them out",
+                             f"set cpus.pool to online CPUs ({format_cpulist(online)}) in the config"))
+    if not devices.nodes:
+        found.append(Finding(INFO, "NUMA (udev): the kernel shows no nodes; the hook treats the host as node 0"))
+    for node in devices.nodes:
+        pools = "; ".join(f"{format_size_kib(size)} pages: {pool.total} total, {pool.free} free" for size, pool in node.hugepages.items())
+        found.append(Finding(INFO, f"NUMA node {node.node_id} (udev): CPUs {format_cpulist(node.cpus) or 'none'}; "
+                                   f"hugepages {pools or 'none'}"))
+    if topology_cpus is not None and devices.nodes:
+        udev_view = {node.node_id: frozenset(node.cpus & online) for node in devices.nodes}
+        if udev_view != topology_cpus:
+            found.append(Finding(WARN, f"udev and sysfs disagree on online CPUs per node: {_per_node(udev_view)} vs {_per_node(topology_cpus)}",
+                                 "CPUs went on- or offline during the check: run doctor again"))
+    if not devices.network:
+        found.append(Finding(INFO, "network devices (udev): no PCI network device (vhost-user ports need none)"))
+    for nic in devices.network:
+        interfaces = ", ".join(nic.interfaces) or "no kernel interface"
+        numa = "no NUMA affinity" if nic.numa_node is None else f"NUMA node {nic.numa_node}"
+        bound = "bound to vfio-pci (usable by a DPDK app)" if nic.vfio else "not bound to vfio-pci"
+        found.append(Finding(INFO, f"network device {nic.pci_address} ({interfaces}): driver {nic.driver or 'none'}, {numa}, {bound}"))
+    return found
+
+
+def _per_node(cpus: dict[int, frozenset[int]]) -> str:
+    return ", ".join(f"node {n}: {format_cpulist(c) or 'none'}" for n, c in sorted(cpus.items()))
+
+
+def check_devices(config: Any = None) -> list[Finding]:
+    """Enumerate the host's devices through udev (pyudev), report them, cross-check the hook's sysfs view."""
+    from hook.host.devices import enumerate_devices
+    from hook.host.topology import read_topology
+
+    try:
+        devices = enumerate_devices()
+    except Exception as exc:  # libudev missing or sysfs unreadable: doctor reports, it does not fail
+        return [Finding(WARN, f"devices: udev enumeration failed ({type(exc).__name__}: {exc})", "apt-get install libudev1")]
+    try:
+        topology_cpus: dict[int, frozenset[int]] | None = {n.node_id: n.cpus for n in read_topology().nodes.values()}
+    except (OSError, ValueError):
+        topology_cpus = None
+    return device_findings(devices, topology_cpus, config.cpu_pool if config is not None else frozenset())
 
 
 def check_ledger(config: Any) -> list[Finding]:
@@ -276,6 +245,7 @@ def run_doctor(
     if config is not None:
         found += check_hugepages(config, sys_root)
         found += check_switch(config)
+    found += check_devices(config)
     found += check_versions()
     found += check_registration(layout, settings)
     if config is not None:

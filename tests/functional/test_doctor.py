@@ -1,6 +1,7 @@
-"""``dpdk-oci-hook doctor``: each check against real files, a real OVS, real engine configs.
+"""``dpdk-oci-hook doctor``: each check against real files, a real OVS, real engine configs, this host's sysfs.
 
-Configs, ledgers and engine files live under ``tmp_path``; the OVS is the suite's private one.
+Configs, ledgers and engine files live under ``tmp_path``; the OVS is the suite's private one;
+the device report (udev) is compared with what sysfs shows on this machine.
 """
 
 from __future__ import annotations
@@ -8,11 +9,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hook.admin import doctor, engines
+from hook.host.devices import HostDevices, enumerate_devices
+from hook.units import format_cpulist, format_size_kib, parse_cpulist
 from tests.helpers.ovs_instance import OvsInstance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,9 +53,9 @@ def test_unreachable_switch_bad_config_and_missing_registration(tmp_path: Path) 
     (tmp_path / "root/etc/docker").mkdir(parents=True)
     findings = doctor.run_doctor(write_config(tmp_path, f"unix:{tmp_path}/no-such.sock"), layout, engines.Settings(python=sys.executable))
     for finding in findings:
-        assert finding.level in (doctor.OK, doctor.WARN, doctor.ERROR)
+        assert finding.level in (doctor.OK, doctor.INFO, doctor.WARN, doctor.ERROR)
         assert "\n" not in finding.line()
-        assert finding.level == doctor.OK or finding.fix
+        assert finding.level in (doctor.OK, doctor.INFO) or finding.fix
     ovs = by_what(findings, "OVS not reachable")
     assert ovs.level == doctor.ERROR and "start OVS-DPDK" in ovs.fix
     assert by_what(findings, "Docker: no runtime dpdk").level == doctor.WARN
@@ -156,3 +161,94 @@ def test_main_prints_one_line_per_finding_and_a_summary(tmp_path: Path, capsys: 
     assert doctor.main(config_path, as_json=True) == 1
     assert {"level", "what", "fix"} <= set(json.loads(capsys.readouterr().out)[0])
     assert os.environ.get("DPDK_OCI_HOOK_CACHE_DIR", "").startswith(str(tmp_path))
+
+
+# --- devices through udev, against sysfs ------------------------------------------------------
+
+SYS = Path("/sys")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="ascii").strip()
+
+
+def sysfs_view() -> dict[str, Any]:
+    """CPUs, nodes with hugepages, PCI network functions, read straight from sysfs (no udev)."""
+    cpu_root = SYS / "devices/system/cpu"
+    cpus = sorted(int(p.name[3:]) for p in cpu_root.glob("cpu[0-9]*"))
+    nodes = {}
+    for node in sorted((SYS / "devices/system/node").glob("node[0-9]*")):
+        pools = {}
+        for pool in sorted(node.glob("hugepages/hugepages-*kB")):
+            pools[int(pool.name[len("hugepages-"):-2])] = (int(_read(pool / "nr_hugepages")), int(_read(pool / "free_hugepages")))
+        nodes[int(node.name[4:])] = (parse_cpulist(_read(node / "cpulist")), pools)
+    network = {}
+    for function in sorted((SYS / "bus/pci/devices").iterdir()):
+        if not _read(function / "class").startswith("0x02"):
+            continue
+        driver = os.path.basename(os.readlink(function / "driver")) if (function / "driver").exists() else None
+        numa = int(_read(function / "numa_node")) if (function / "numa_node").exists() else -1
+        interfaces = tuple(sorted(p.name for p in function.glob("**/net/*")))
+        network[function.name] = (driver, numa if numa >= 0 else None, interfaces)
+    return {"cpus": cpus, "online": parse_cpulist(_read(cpu_root / "online")), "nodes": nodes, "network": network}
+
+
+def udev_view(devices: HostDevices) -> dict[str, Any]:
+    return {
+        "cpus": [c.cpu_id for c in devices.cpus],
+        "online": devices.online_cpus,
+        "nodes": {n.node_id: (n.cpus, {size: (p.total, p.free) for size, p in n.hugepages.items()}) for n in devices.nodes},
+        "network": {d.pci_address: (d.driver, d.numa_node, d.interfaces) for d in devices.network},
+    }
+
+
+def stable_views() -> tuple[dict[str, Any], HostDevices]:
+    """udev's and sysfs's views, taken while nothing changed (other tests move hugepages)."""
+    for _ in range(20):
+        before = sysfs_view()
+        devices = enumerate_devices()
+        if sysfs_view() == before:
+            return before, devices
+        time.sleep(0.2)
+    pytest.fail("sysfs kept changing while the devices were enumerated")
+
+
+def test_device_report_matches_sysfs() -> None:
+    """doctor's udev enumeration finds the CPUs, nodes, per-node hugepages and PCI NICs that sysfs shows."""
+    sysfs, devices = stable_views()
+    assert udev_view(devices) == sysfs
+    found = doctor.device_findings(devices)
+    lines = [f.line() for f in found]
+    assert all(f.level == doctor.INFO for f in found), lines
+    assert by_what(found, "CPUs (udev)").what.startswith(f"CPUs (udev): {len(sysfs['cpus'])} present, online {format_cpulist(sysfs['online'])}")
+    for node_id, (cpus, pools) in sysfs["nodes"].items():
+        line = by_what(found, f"NUMA node {node_id} (udev)").what
+        assert f"CPUs {format_cpulist(cpus)}" in line, line
+        for size_kib, (total, free) in pools.items():
+            assert f"{format_size_kib(size_kib)} pages: {total} total, {free} free" in line, line
+    for address, (driver, numa, interfaces) in sysfs["network"].items():
+        line = by_what(found, f"network device {address}").what
+        assert f"driver {driver or 'none'}" in line and ("no NUMA affinity" if numa is None else f"NUMA node {numa}") in line, line
+        assert all(name in line for name in interfaces), line
+        assert ("bound to vfio-pci" in line and "not bound" not in line) is (driver == "vfio-pci"), line
+    if not sysfs["network"]:
+        assert by_what(found, "no PCI network device")
+
+
+def test_run_doctor_reports_devices_and_pool_cpus_that_are_not_online(tmp_path: Path) -> None:
+    """run_doctor includes the udev report; a cpus.pool naming a CPU this host lacks is a warning with a fix."""
+    config_path = write_config(tmp_path, f"unix:{tmp_path}/no-such.sock")
+    findings = doctor.run_doctor(config_path, engines.Layout(root=str(tmp_path / "root")), engines.Settings(python=sys.executable))
+    assert by_what(findings, "CPUs (udev)").level == doctor.INFO
+    assert not [f for f in findings if "udev and sysfs disagree" in f.what]
+    absent = max(enumerate_devices().online_cpus) + 1
+    warned = doctor.device_findings(enumerate_devices(), cpu_pool=frozenset({0, absent}))
+    pool = by_what(warned, "cpus.pool names CPUs")
+    assert pool.level == doctor.WARN and f"CPUs {absent} " in pool.what and "set cpus.pool" in pool.fix
+
+
+def test_docker_absent_is_one_info_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without dockerd, the version checks say so in one line that is not an error."""
+    monkeypatch.setattr(engines.Docker, "version", lambda self: (None, None))
+    docker = [f for f in doctor.check_versions() if f.what.startswith("Docker")]
+    assert [f.level for f in docker] == [doctor.INFO] and "not installed" in docker[0].what
