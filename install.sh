@@ -8,7 +8,7 @@
 #
 # What it changes: Debian packages (DPDK, OVS-DPDK, runc, python3-venv), the ovs-vswitchd
 # alternative (DPDK build), the 2 MiB hugepage pool, /opt/dpdk-oci-hook (a virtual
-# environment with the project), /usr/local/bin/dpdk-oci-hook, /etc/dpdk-oci-hook/config.hcl
+# environment with the project), /usr/local/bin/dpdk-oci-{hook,runtime}, /etc/dpdk-oci-hook/config.hcl
 # (only if absent), and, when no OVS is running, a local OVS-DPDK switch with bridge br-dpdk.
 set -euo pipefail
 
@@ -16,6 +16,8 @@ SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PREFIX=${DPDK_OCI_HOOK_PREFIX:-/opt/dpdk-oci-hook}
 VENV=$PREFIX/venv
 BIN_LINK=${DPDK_OCI_HOOK_BIN_LINK:-/usr/local/bin/dpdk-oci-hook}
+# the runtime wrapper goes beside it (docker/containerd configs and ctr --runc-binary name it)
+RUNTIME_LINK=${DPDK_OCI_RUNTIME_BIN_LINK:-$(dirname "$BIN_LINK")/dpdk-oci-runtime}
 CONF_DIR=/etc/dpdk-oci-hook
 CONF=$CONF_DIR/config.hcl
 STATE_FILE=$PREFIX/install-state
@@ -128,6 +130,11 @@ install_venv() {
     run "$VENV/bin/python3" -m compileall -q "$VENV/lib"
     if [ "$(readlink "$BIN_LINK" 2>/dev/null)" != "$VENV/bin/dpdk-oci-hook" ]; then
         run ln -sfn "$VENV/bin/dpdk-oci-hook" "$BIN_LINK"
+    fi
+    if [ -e "$RUNTIME_LINK" ] && [ ! -L "$RUNTIME_LINK" ]; then
+        note "kept $RUNTIME_LINK: a file that install did not make (the wrapper stays at $VENV/bin/dpdk-oci-runtime)"
+    elif [ "$(readlink "$RUNTIME_LINK" 2>/dev/null)" != "$VENV/bin/dpdk-oci-runtime" ]; then
+        run ln -sfn "$VENV/bin/dpdk-oci-runtime" "$RUNTIME_LINK"
     fi
 }
 
@@ -289,7 +296,7 @@ do_uninstall() {
         unregister_engines
     fi
     remove_reconcile_timer
-    step "removing $BIN_LINK and $PREFIX"
+    step "removing $BIN_LINK, $RUNTIME_LINK and $PREFIX"
     if [ -x "$VENV/bin/dpdk-oci-hook" ] && [ -f "$CONF" ]; then run "$VENV/bin/dpdk-oci-hook" gc || true; fi
     if grep -q '^started_ovs=1' "$STATE_FILE" 2>/dev/null; then
         step "stopping the embedded OVS-DPDK switch"
@@ -297,6 +304,7 @@ do_uninstall() {
         run "$OVS_SCRIPTS/ovs-ctl" stop
     fi
     [ -L "$BIN_LINK" ] && run rm -f "$BIN_LINK"
+    [ "$(readlink "$RUNTIME_LINK" 2>/dev/null)" = "$VENV/bin/dpdk-oci-runtime" ] && run rm -f "$RUNTIME_LINK"
     [ -d "$PREFIX" ] && run rm -rf "$PREFIX"
     note "kept: Debian packages, $CONF, the hugepage pool"
 }

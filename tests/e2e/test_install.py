@@ -1,4 +1,4 @@
-"""install.sh: idempotent, and --uninstall restores every engine config it touched byte for byte."""
+"""install.sh: idempotent, links its two commands onto PATH, and --uninstall restores every engine config it touched byte for byte."""
 
 from __future__ import annotations
 
@@ -63,16 +63,22 @@ def test_install_twice_is_the_same_and_uninstall_restores(tmp_path: Path) -> Non
     assert hooks == ["dpdk-oci-hook-createruntime.json", "dpdk-oci-hook-poststop.json"]
     assert '"dpdk"' in (root / "etc/docker/daemon.json").read_text() and '"log-level": "warn"' in (root / "etc/docker/daemon.json").read_text()
     assert (tmp_path / "bin" / "dpdk-oci-hook").is_symlink()
+    runtime_link = tmp_path / "bin" / "dpdk-oci-runtime"  # beside dpdk-oci-hook, as DPDK_OCI_HOOK_BIN_LINK puts it
+    assert os.readlink(runtime_link) == str(tmp_path / "prefix/venv/bin/dpdk-oci-runtime")
+    assert os.access(runtime_link, os.X_OK)
     assert "==> " in first.stdout  # progress a person can follow
+    links = {p.name: os.readlink(p) for p in (tmp_path / "bin").iterdir()}
 
     second = run_install(tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert tree(root) == after_first
+    assert {p.name: os.readlink(p) for p in (tmp_path / "bin").iterdir()} == links
 
     gone = run_install(tmp_path, "--uninstall")
     assert gone.returncode == 0, gone.stderr[-3000:]
     assert tree(root) == original
     assert not (tmp_path / "prefix").exists() and not (tmp_path / "bin" / "dpdk-oci-hook").exists()
+    assert not runtime_link.exists() and not runtime_link.is_symlink()
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
@@ -85,4 +91,5 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     proc = run_install(tmp_path, "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "would" in proc.stdout
+    assert f"would run: ln -sfn {tmp_path}/prefix/venv/bin/dpdk-oci-runtime {tmp_path}/bin/dpdk-oci-runtime" in proc.stdout
     assert tree(tmp_path) == before
