@@ -3,7 +3,8 @@
 # a backup of every file it edits, and an exact undo.
 #
 #   podman, CRI-O : hooks.d files in /usr/share/containers/oci/hooks.d
-#   Docker        : daemon.json runtimes.dpdk -> $VENV/bin/dpdk-oci-runtime
+#   Docker        : daemon.json runtimes.dpdk -> $VENV/bin/dpdk-oci-runtime (a dockerd older
+#                   than 24 drops annotations: registering says so, and where a newer one is)
 #   containerd    : CRI runtime "dpdk" (BinaryName = the wrapper) in config.toml
 # shellcheck shell=bash
 
