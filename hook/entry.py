@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 MAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
 _MAIN_TAIL = os.sep + os.path.join("hook", "__main__.py")
 HOOK_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
-PASS_ENV = (ENV_CONFIG, ENV_CACHE_DIR)  # handed on to the hook when set
+PASS_ENV = (ENV_CONFIG, ENV_CACHE_DIR, "DPDK_OCI_HOOK_AGENT_SOCKET")  # handed on to the hook when set
 # Runtimes kill a hook at its timeout.  The hook keeps its own budget well inside it.
 HOOK_TIMEOUT_S = 30
 

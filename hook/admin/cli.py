@@ -149,6 +149,12 @@ def cmd_oci_hooks(args: Any) -> int:
     return 0
 
 
+def cmd_agent(args: Any) -> int:
+    from hook.agent.server import serve
+
+    return serve(args.socket)
+
+
 def cmd_doctor(args: Any) -> int:
     from hook.admin.doctor import cmd_doctor as run
 
@@ -197,6 +203,9 @@ def build_parser() -> Any:
     p = sub.add_parser("doctor", help="is this host ready for DPDK containers? one line per finding")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("agent", help="run the resident agent: hook stages run in its forked children, with everything imported")
+    p.add_argument("--socket", help="unix socket to listen on (default: $DPDK_OCI_HOOK_AGENT_SOCKET or /run/dpdk-oci-hook-agent.sock)")
+    p.set_defaults(func=cmd_agent)
     p = sub.add_parser("demo", help="run two runc containers wired by the hook and pass packets between them")
     p.set_defaults(func=cmd_demo)
     from hook.admin.images import add_image_parser

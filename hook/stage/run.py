@@ -123,6 +123,15 @@ def run_stage(stage: str, raw: bytes) -> int:
 
 
 def main(stage: str) -> int:
-    """Run ``stage`` on the state JSON on stdin; the process's exit status."""
+    """Run ``stage`` on the state JSON on stdin; the process's exit status.
+
+    A container of ours goes to the resident agent when one listens, else runs here.
+    """
     os.chdir("/")
-    return run_stage(stage, sys.stdin.buffer.read((1 << 20) + 1))
+    raw = sys.stdin.buffer.read((1 << 20) + 1)
+    if _not_ours(raw):
+        return 0
+    from hook.stage import agent_client
+
+    status = agent_client.run(stage, raw)
+    return run_stage(stage, raw) if status is None else status
