@@ -253,7 +253,7 @@ def wait_released(env: HookEnv, container_id: str, timeout_s: float = RELEASE_WA
 def assert_nothing_left(env: HookEnv, ovs: OvsInstance, before: Hugepages, result: Exchange, *dirs: Path) -> None:
     """No reservation, socket dir, OVS port, mount, process or hugepage of our two containers is left."""
     assert env.ledger() == {}
-    assert env.socket_entries() == []
+    assert env.owner_records() == []
     assert owned_interfaces(ovs) == []
     assert mounts_below(env.root, *dirs) == []
     ours = {result.sender.container_id, result.receiver_id}

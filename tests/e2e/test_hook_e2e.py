@@ -39,7 +39,7 @@ def pool_state(ovs: OvsInstance | None) -> tuple[int, int, tuple[str, ...]]:
 
 def assert_nothing_left(env: HookEnv, ovs: OvsInstance | None, before: tuple[int, int, tuple[str, ...]]) -> None:
     assert env.ledger() == {}
-    assert env.socket_entries() == []
+    assert env.owner_records() == []
     assert tuple(hugetlbfs_mounts()) == before[2]
     if ovs is not None:
         assert owned_interfaces(ovs) == []
@@ -129,7 +129,7 @@ def test_switch_failure_after_mounts_rolls_everything_back(tmp_path: Path, ovs: 
     assert proc.returncode != 0
     assert "dpdk-oci-hook: switch ovs:" in proc.stderr
     rolled = [e.get("step") for e in env.events() if e["event"] == "rolled back"]
-    assert rolled == ["mounts", "socket dir", "ledger entry"]
+    assert rolled == ["mounts", "owner record", "ledger entry"]
     assert_nothing_left(env, ovs, before)
 
 
@@ -272,7 +272,7 @@ def test_fifty_concurrent_prestarts(tmp_path: Path) -> None:
             proc.wait()
     for i in range(50):
         assert env.run("poststop", stdin=json.dumps({"id": f"c{i}", "bundle": str(tmp_path / f"b{i}"), "annotations": {P + "cpus": "1"}})).returncode == 0
-    assert env.ledger() == {} and env.socket_entries() == []
+    assert env.ledger() == {} and env.owner_records() == []
 
 
 def test_pool_grows_on_demand_and_shrinks_back(tmp_path: Path) -> None:
@@ -330,7 +330,7 @@ def test_reused_container_id_releases_its_stale_reservation(env: HookEnv, ovs: O
         proc = run_to_end(str(tmp_path / "runc"), bundle, "again")
         assert proc.returncode == 0, proc.stderr
         assert list(env.ledger()) == ["again"] and len(owned_interfaces(ovs)) == 1
-    assert [e["event"] for e in env.events()].count("stale reservation for a reused container id: releasing it first") == 1
+    assert [e["event"] for e in env.events()].count("released stale reservations of an earlier instance") == 1
     assert env.run("gc").returncode == 0
     assert_nothing_left(env, ovs, before)
 
@@ -345,5 +345,5 @@ def test_image_requirements_refuse_before_reserving(env: HookEnv, ovs: OvsInstan
     proc = run_to_end(str(tmp_path / "runc"), bundle, "needy")
     assert proc.returncode != 0
     assert "dpdk-oci-hook: image requires dpdk-oci-hook.min-cpus=2, but the annotations give cpus=1" in proc.stderr
-    assert env.ledger() == {} and owned_interfaces(ovs) == [] and env.socket_entries() == []
+    assert env.ledger() == {} and owned_interfaces(ovs) == [] and env.owner_records() == []
     assert not [e for e in env.events() if e["event"] == "reserved"]

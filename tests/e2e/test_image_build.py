@@ -391,6 +391,6 @@ def test_image_forwards_through_the_hook(name: str, client: Any, built: dict[str
     deadline = time.monotonic() + 30
     while hook_env.ledger() and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert hook_env.ledger() == {} and hook_env.socket_entries() == []
+    assert hook_env.ledger() == {} and hook_env.owner_records() == []
     owned = ovs.vsctl("--bare", "--columns=name", "find", "Interface", 'external_ids:dpdk-oci-hook-owner!=""', wait=False)
     assert owned.split() == []

@@ -65,7 +65,7 @@ def test_kernel_port_pings_a_dpdk_app_and_a_kernel_neighbour(tmp_path: Path, ovs
         app.send("quit")
     finally:
         app.finish()
-    assert env.ledger() == {} and env.socket_entries() == []
+    assert env.ledger() == {} and env.owner_records() == []
     assert host_links() == []
     out = ovs.vsctl("--bare", "--columns=name", "find", "Interface", 'external_ids:dpdk-oci-hook-owner!=""', wait=False)
     assert out.split() == []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,18 +49,34 @@ class HookEnv:
     state_dir: Path
     log_file: Path
 
-    def run(self, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run the installed hook command the way a runtime would."""
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": self.config_path}
+    def environ(self, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment the hook command runs with: this config, plus ``extra_env``."""
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG": self.config_path, **(extra_env or {})}
+
+    def run(self, *args: str, stdin: str = "", timeout: float = 60, extra_env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the installed hook command the way a runtime would (``extra_env``: e.g. a fault point)."""
         return subprocess.run(
-            [sys.executable, "-I", "-m", "hook", *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env, cwd="/"
+            [sys.executable, "-I", "-m", "hook", *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+            env=self.environ(extra_env), cwd="/",
+        )
+
+    def popen(self, *args: str, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start the hook command in the background (e.g. ``gc --watch``), output piped."""
+        return subprocess.Popen(
+            [sys.executable, "-I", "-m", "hook", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=self.environ(extra_env), cwd="/",
         )
 
     def ledger(self) -> dict[str, object]:
+        """Ledger entries by container id (the ledger itself keys them by instance key)."""
+        return {str(e["container_id"]): e for e in self.ledger_entries().values()}  # type: ignore[index]
+
+    def ledger_entries(self) -> dict[str, dict[str, object]]:
+        """Ledger entries as stored: by instance key."""
         path = self.state_dir / "ledger.json"
         if not path.exists():
             return {}
-        entries: dict[str, object] = json.loads(path.read_text())["entries"]
+        entries: dict[str, dict[str, object]] = json.loads(path.read_text())["entries"]
         return entries
 
     def events(self) -> list[dict[str, object]]:
@@ -67,9 +84,10 @@ class HookEnv:
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines()]
 
-    def socket_entries(self) -> list[str]:
-        sockets = self.state_dir / "sockets"
-        return sorted(os.listdir(sockets)) if sockets.exists() else []
+    def owner_records(self) -> list[str]:
+        """Files under state_dir/owners (owner records, and temp files of killed writes)."""
+        owners = self.state_dir / "owners"
+        return sorted(os.listdir(owners)) if owners.exists() else []
 
 
 def make_env(
