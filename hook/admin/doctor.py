@@ -223,6 +223,25 @@ def check_ledger(config: Any) -> list[Finding]:
     return [Finding(OK, f"ledger {path}: readable, {len(entries)} reservation(s)")]
 
 
+def check_policy(config: Any) -> list[Finding]:
+    """What containers may ask for on this host (config.hcl ``policy``): one line per bridge."""
+    if config.switch.backend != "ovs":
+        return [Finding(INFO, f"policy: backend {config.switch.backend} leases pre-made sockets; bridges, VLANs and MACs do not apply")]
+    found = []
+    for item in config.policy or ():
+        vlans = format_cpulist(item.vlans) or "none"
+        found.append(Finding(INFO, f"policy: bridge {item.name}: vlans {vlans}{' (required)' if item.vlan_required else ''}, "
+                                   f"MACs {'chosen by the container allowed' if item.allow_mac else 'made by the hook only'}, "
+                                   f"addresses {'allowed' if item.allow_addresses else 'refused'}; untagged ports are access ports"))
+    spoof = config.switch.anti_spoofing
+    found.append(Finding(OK if spoof else WARN, f"policy: anti-spoofing rules {'on' if spoof else 'off'}: a port "
+                         f"{'sends only from its own MAC and addresses' if spoof else 'may send from any MAC'}",
+                         "" if spoof else "set policy { anti_spoofing = true }"))
+    if config.switch.create_bridge:
+        found.append(Finding(INFO, f"policy: the hook creates bridge {config.switch.bridge} when missing, never another, and never changes an existing one"))
+    return found
+
+
 def run_doctor(
     config_path: str | None = None,
     layout: engines.Layout | None = None,
@@ -245,6 +264,7 @@ def run_doctor(
     if config is not None:
         found += check_hugepages(config, sys_root)
         found += check_switch(config)
+        found += check_policy(config)
     found += check_devices(config)
     found += check_versions()
     found += check_registration(layout, settings)

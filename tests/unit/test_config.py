@@ -116,3 +116,42 @@ def test_comments_are_not_settings(tmp_path: Path) -> None:
     """Comments in every HCL style are ignored, not reported as unknown settings."""
     cfg = config_mod.load(write(tmp_path, '# top\ncpus {\n  pool = "1" # why\n  // more\n  /* block */\n}\n'))
     assert cfg.cpu_pool == {1}
+
+
+def test_doctor_reports_the_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """doctor shows, per bridge, what a container may ask for, and whether anti-spoofing is on."""
+    from hook.admin.doctor import check_policy
+
+    path = tmp_path / "c.hcl"
+    path.write_text('cpus { pool = "0" }\npolicy {\n  anti_spoofing = false\n  bridge "br-a" {\n    vlans = "10-12"\n    vlan_required = true\n'
+                    '    allow_mac = false\n  }\n}\n')
+    lines = [f.line() for f in check_policy(config_mod.load(str(path), use_cache=False))]
+    assert any("bridge br-a: vlans 10-12 (required), MACs made by the hook only" in line for line in lines)
+    assert any("anti-spoofing rules off" in line and "[warn" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        ('bridge "br a" {\n}', "is not a valid bridge name"),
+        ('bridge "br-a" {\n  vlans = "4095"\n}', "vlans must be within 0..4094"),
+        ('bridge "br-a" {\n  vlans = "x"\n}', "vlans"),
+        ('bridge "br-a" {\n  colour = "red"\n}', "unknown setting policy.bridge.br-a.colour"),
+        ('bridge "br-a" {\n}\nbridge "br-a" {\n}', "given twice"),
+        ('anti_spoofing = "yes"', "policy.anti_spoofing must be bool"),
+    ],
+)
+def test_bad_policies_are_refused_by_name(tmp_path, policy: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.hcl"
+    path.write_text('cpus { pool = "0" }\npolicy {\n' + policy + "\n}\n")
+    with pytest.raises(ConfigError, match=reason):
+        config_mod.load(str(path), use_cache=False)
+
+
+def test_the_default_policy_is_the_configured_bridge_and_the_scope_follows_state_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    one, two = tmp_path / "1.hcl", tmp_path / "2.hcl"
+    one.write_text('cpus { pool = "0" }\nstate_dir = "/run/a"\n')
+    two.write_text('cpus { pool = "0" }\nstate_dir = "/run/b"\n')
+    a, b = config_mod.load(str(one), use_cache=False), config_mod.load(str(two), use_cache=False)
+    assert [p.name for p in a.policy] == ["br-dpdk"] and a.switch.bridges == ("br-dpdk",) and a.switch.anti_spoofing
+    assert a.switch.scope and a.switch.scope != b.switch.scope
