@@ -26,6 +26,7 @@ BRIDGE=br-dpdk
 OVS_SCRIPTS=/usr/share/openvswitch/scripts
 SYSTEMD_DIR=${DPDK_OCI_HOOK_SYSTEMD_DIR:-/etc/systemd/system}
 GC_UNIT=dpdk-oci-hook-gc
+AGENT_UNIT=dpdk-oci-hook-agent
 PACKAGES=(python3 python3-venv python3-pip dpdk dpdk-dev openvswitch-switch-dpdk runc)
 
 ACTION=install
@@ -222,7 +223,7 @@ start_embedded_switch() {
 }
 
 install_reconcile_timer() {
-    step "periodic reconcile ($GC_UNIT.timer: gc every minute)"
+    step "systemd units: $GC_UNIT.timer (gc every minute), $AGENT_UNIT.service (the resident agent)"
     write_file "$SYSTEMD_DIR/$GC_UNIT.service" 0644 <<EOF
 [Unit]
 Description=dpdk-oci-hook: free what containers that are gone still hold
@@ -243,11 +244,25 @@ OnUnitActiveSec=1min
 [Install]
 WantedBy=timers.target
 EOF
+    write_file "$SYSTEMD_DIR/$AGENT_UNIT.service" 0644 <<EOF
+[Unit]
+Description=dpdk-oci-hook agent: runs hook stages with everything imported (the hook works without it)
+After=openvswitch-switch.service
+
+[Service]
+ExecStart=$BIN_LINK agent
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+EOF
     if [ -d /run/systemd/system ]; then
         run systemctl daemon-reload
         run systemctl enable --now "$GC_UNIT.timer"
+        run systemctl enable "$AGENT_UNIT.service"
+        run systemctl restart "$AGENT_UNIT.service"  # new code: a running agent would keep the old
     else
-        note "systemd is not running here: run 'dpdk-oci-hook gc --watch' under your supervisor instead"
+        note "systemd is not running here: run 'dpdk-oci-hook gc --watch' (and, for faster starts, 'dpdk-oci-hook agent') under your supervisor"
     fi
 }
 
@@ -255,7 +270,10 @@ remove_reconcile_timer() {
     if [ -d /run/systemd/system ] && [ -f "$SYSTEMD_DIR/$GC_UNIT.timer" ]; then
         run systemctl disable --now "$GC_UNIT.timer" || true
     fi
-    for unit in "$GC_UNIT.timer" "$GC_UNIT.service"; do
+    if [ -d /run/systemd/system ] && [ -f "$SYSTEMD_DIR/$AGENT_UNIT.service" ]; then
+        run systemctl disable --now "$AGENT_UNIT.service" || true
+    fi
+    for unit in "$GC_UNIT.timer" "$GC_UNIT.service" "$AGENT_UNIT.service"; do
         if [ -f "$SYSTEMD_DIR/$unit" ]; then run rm -f "$SYSTEMD_DIR/$unit"; fi
     done
     if [ -d /run/systemd/system ]; then run systemctl daemon-reload || true; fi
