@@ -26,6 +26,7 @@ BRIDGE=br-dpdk
 OVS_SCRIPTS=/usr/share/openvswitch/scripts
 SYSTEMD_DIR=${DPDK_OCI_HOOK_SYSTEMD_DIR:-/etc/systemd/system}
 GC_UNIT=dpdk-oci-hook-gc
+STATE_DIR=/run/dpdk-oci-hook
 AGENT_UNIT=dpdk-oci-hook-agent
 PACKAGES=(python3 python3-venv python3-pip dpdk dpdk-dev openvswitch-switch-dpdk runc)
 
@@ -279,6 +280,28 @@ remove_reconcile_timer() {
     if [ -d /run/systemd/system ]; then run systemctl daemon-reload || true; fi
 }
 
+state_on_tmpfs() {
+    # The ledger is fsynced on every reservation: on a disk that costs milliseconds under the
+    # lock, on tmpfs nothing.  Reservations do not outlive a reboot (no container does), so a
+    # tmpfs loses nothing that matters.  Only the default state_dir is mounted here.
+    step "state directory $STATE_DIR on its own tmpfs"
+    if [ "$(stat -f -c %T "$STATE_DIR" 2>/dev/null || stat -f -c %T "$(dirname "$STATE_DIR")")" = tmpfs ]; then
+        note "already on tmpfs"
+        return
+    fi
+    if grep -q '"/run/dpdk-oci-hook"' "$CONF" 2>/dev/null || [ ! -f "$CONF" ]; then
+        if [ -e "$STATE_DIR/ledger.json" ]; then
+            note "kept on disk: it already holds a ledger (containers may be running); re-run after a reboot"
+            return
+        fi
+        run mkdir -p "$STATE_DIR"
+        run mount -t tmpfs -o size=64m,mode=0700 dpdk-oci-hook-state "$STATE_DIR"
+        [ "$DRY" = 1 ] || echo "mounted_state=1" >>"$STATE_FILE"
+    else
+        note "config.hcl names another state_dir: left as it is"
+    fi
+}
+
 check_config() {
     step "config check"
     run "$BIN_LINK" config check
@@ -291,6 +314,7 @@ do_install() {
     setup_hugepages
     install_venv
     write_config
+    state_on_tmpfs
     start_embedded_switch
     check_config
     install_reconcile_timer
@@ -320,6 +344,9 @@ do_uninstall() {
         step "stopping the embedded OVS-DPDK switch"
         run ovs-vsctl --timeout=5 --if-exists del-br "$BRIDGE"
         run "$OVS_SCRIPTS/ovs-ctl" stop
+    fi
+    if grep -q '^mounted_state=1' "$STATE_FILE" 2>/dev/null && mountpoint -q "$STATE_DIR"; then
+        run umount "$STATE_DIR" || note "$STATE_DIR is busy: left mounted"
     fi
     [ -L "$BIN_LINK" ] && run rm -f "$BIN_LINK"
     [ "$(readlink "$RUNTIME_LINK" 2>/dev/null)" = "$VENV/bin/dpdk-oci-runtime" ] && run rm -f "$RUNTIME_LINK"
