@@ -8,8 +8,6 @@ MACs locally administered.
 
 from __future__ import annotations
 
-import hashlib
-
 from hook.model import CONTAINER_RUN_DIR
 
 KEY_HEX = 16  # 64 random bits
@@ -24,6 +22,8 @@ def new_key(random_bytes: bytes) -> str:
 
 def legacy_key(container_id: str) -> str:
     """The key of an entry from a ledger of format 1, which was keyed by container id."""
+    import hashlib
+
     return hashlib.sha256(container_id.encode("utf-8", "surrogatepass")).hexdigest()[:KEY_HEX]
 
 
@@ -38,9 +38,14 @@ def kernel_port_name(key: str, index: int) -> str:
 
 
 def default_mac(key: str, index: int | str) -> str:
-    """A locally administered unicast MAC for a port (kernel ports use index "k<i>")."""
-    digest = hashlib.sha256(f"{key}/{index}".encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+    """A locally administered unicast MAC for a port (kernel ports use index "k<i>").
+
+    32 random bits of the key and the port's index: no hashing on the hot path.  A clash
+    with another port's MAC on the bridge is refused by allocation like a chosen one.
+    """
+    number = int(index[1:]) | 0x80 if isinstance(index, str) else int(index)
+    octets = [key[i:i + 2] for i in range(0, 8, 2)] + [f"{number & 0xFF:02x}"]
+    return "02:" + ":".join(octets)
 
 
 def file_prefix(key: str) -> str:
