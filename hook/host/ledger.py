@@ -50,6 +50,7 @@ class LedgerData:
         self.entries = entries
         self.dirty = False
         self.lock_wait_s = 0.0
+        self.locked_at = time.monotonic()  # when the lock was taken (before the ledger was read)
 
     def put(self, reservation: Reservation) -> None:
         self.entries[reservation.key] = reservation
@@ -203,7 +204,9 @@ class Ledger:
         If the body raises, nothing more is written (what :meth:`LedgerData.commit` saved stays).
         """
         with self._lock() as waited:
+            locked_at = time.monotonic()
             data = LedgerData(self, self._load())
+            data.locked_at = locked_at
             data.lock_wait_s = waited
             yield data
             if data.dirty:
