@@ -70,7 +70,7 @@ def format_metrics(status: Status) -> str:
             counters = status.counters.get(name)
             kind = (counters.type or "system") if counters else expected_type
             ports.append((labels(container_id=str(row["container_id"]), port=name, bridge=bridge, type=kind), counters))
-    if status.backend == "ovs":
+    if status.switch_read:
         out += family("switch_counters_up", "gauge", "1 when the switch answered the read of port counters",
                       [("", 0 if status.switch_error else 1)])
     out += family("port_link_up", "gauge", "1 when the switch reports the port's link up, 0 when down",

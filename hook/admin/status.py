@@ -33,6 +33,7 @@ class Status:
     rows: list[dict[str, Any]]
     counters: dict[str, PortCounters] = field(default_factory=dict)
     switch_error: str | None = None
+    switch_read: bool = False  # the switch was asked (there were ports to ask about)
 
     def to_json(self) -> dict[str, Any]:
         entries = []
@@ -68,6 +69,7 @@ def gather(config: Config) -> Status:
     if config.switch.backend == "ovs" and names:
         from hook.switch.stats import OvsStats
 
+        status.switch_read = True
         try:
             status.counters = OvsStats(config.switch).read(names)
         except SwitchError as exc:

@@ -62,7 +62,8 @@ def row(container_id: str = "ctr1", **over: Any) -> dict[str, Any]:
 
 
 def status(rows: list[dict[str, Any]], counters: dict[str, PortCounters] | None = None, error: str | None = None) -> Status:
-    return Status("/etc/dpdk-oci-hook/config.hcl", "0", 1024, "ovs", rows, counters or {}, error)
+    read = any(port_list(r) for r in rows)
+    return Status("/etc/dpdk-oci-hook/config.hcl", "0", 1024, "ovs", rows, counters or {}, error, switch_read=read)
 
 
 def test_interface_table_parses_link_state_type_and_partial_statistics() -> None:
@@ -207,6 +208,7 @@ def test_metrics_escape_hostile_label_values() -> None:
 def test_metrics_with_nothing_reserved() -> None:
     samples = check_exposition(format_metrics(status([])))
     assert samples["dpdk_oci_hook_reservations"] == ["dpdk_oci_hook_reservations 0"]
+    assert "dpdk_oci_hook_switch_counters_up" not in samples  # nothing to ask the switch about
 
 
 def test_write_atomically_replaces_the_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
