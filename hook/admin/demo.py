@@ -229,12 +229,13 @@ class KernelPath:
         start = time.monotonic()
         out = _run(argv + [self.addr_b], timeout=60, check=False)
         elapsed = time.monotonic() - start
-        sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        sent = re.search(r"(\d+) packets transmitted, (\d+) received.*time (\d+)ms", out)
         rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
         if not sent:
             raise RuntimeError(f"ping gave no summary: {out.strip()[-300:]}")
         received = int(sent.group(2))
-        return PathResult("", rate_pps=received / elapsed if elapsed > 0 else None, rtt_us=float(rtt.group(1)) * 1000 if rtt else None,
+        seconds = int(sent.group(3)) / 1000 or elapsed  # ping's own clock: without its start-up
+        return PathResult("", rate_pps=received / seconds if seconds > 0 else None, rtt_us=float(rtt.group(1)) * 1000 if rtt else None,
                           sent=int(sent.group(1)), received=received)
 
 
