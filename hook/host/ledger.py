@@ -14,7 +14,6 @@ rewritten as format 2.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -26,6 +25,14 @@ from typing import Any
 from hook.errors import HookError, LedgerCorrupt
 from hook.host.fsutil import replace_file
 from hook.model import STATES, Reservation
+
+try:  # built into the interpreter: hashlib loads OpenSSL, ~3 ms per hook start
+    from _sha256 import sha256
+except ImportError:  # Python 3.12+ calls it _sha2; hashlib where neither is built in
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 FORMAT = 2
 
@@ -39,7 +46,7 @@ class LedgerBusy(HookError):
 
 def _digest(entries: dict[str, Any]) -> str:
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return sha256(canonical.encode()).hexdigest()
 
 
 class LedgerData:
