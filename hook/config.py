@@ -6,7 +6,6 @@ file's identity (device, inode, size, mtime) and only falls back to HCL when it 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -14,6 +13,14 @@ from typing import Any
 
 from hook.errors import ConfigError
 from hook.units import NAME_CHARS, format_cpulist, format_size_kib, parse_cpulist, parse_size_kib
+
+try:  # built into the interpreter: hashlib loads OpenSSL, ~3 ms per hook start
+    from _sha256 import sha256
+except ImportError:  # Python 3.12+ calls it _sha2; hashlib where neither is built in
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 DEFAULT_PATH = "/etc/dpdk-oci-hook/config.hcl"
 ENV_PATH = "DPDK_OCI_HOOK_CONFIG"
@@ -269,7 +276,7 @@ def validate(data: dict[str, Any], path: str) -> Config:
     _no_leftovers(lim_raw, path, "limits.")
 
     policy, anti_spoofing = _policy(dict(data.pop("policy", {}) or {}), switch.bridge, path)
-    scope = hashlib.sha256(os.path.abspath(top.get("state_dir", Config.state_dir)).encode()).hexdigest()[:12]
+    scope = sha256(os.path.abspath(top.get("state_dir", Config.state_dir)).encode()).hexdigest()[:12]
     switch = replace(switch, scope=scope, bridges=tuple(p.name for p in policy), anti_spoofing=anti_spoofing)
 
     _no_leftovers(data, path, "")
@@ -329,7 +336,7 @@ def _policy(raw: dict[str, Any], default_bridge: str, path: str) -> tuple[tuple[
 
 def _cache_path(path: str) -> str:
 
-    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+    digest = sha256(os.path.abspath(path).encode()).hexdigest()[:16]
     root = os.environ.get("DPDK_OCI_HOOK_CACHE_DIR") or "/run/dpdk-oci-hook-cache"
     return os.path.join(root, f"config-{digest}.json")
 
