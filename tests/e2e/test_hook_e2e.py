@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hook.admin import demo
+from hook.config import load as load_config
 from hook.admin.runc_bundle import make_bundle, run_to_end
 from hook.entry import stage_argv
 from tests.helpers.hook_env import HookEnv, HostTestpmd, hugepages_free, hugepages_mapped_by, hugetlbfs_mounts, make_env
@@ -168,7 +169,8 @@ def test_gc_frees_what_dead_containers_left(env: HookEnv, ovs: OvsInstance, tmp_
         assert len(owned_interfaces(ovs)) == 1
         # a port tagged for a container the ledger never knew
         ovs.vsctl("add-port", "br-e2e", "strayport", "--", "set", "Interface", "strayport", "type=dpdkvhostuserclient",
-                  f"options:vhost-server-path={tmp_path}/stray.sock", f'{OWNER}="gone-long-ago"')
+                  f"options:vhost-server-path={tmp_path}/stray.sock", f'{OWNER}="gone-long-ago"',
+                  f'external_ids:dpdk-oci-hook-scope="{load_config(env.config_path).switch.scope}"')
         status = json.loads(env.run("status", "--json").stdout)
         assert [e["container_id"] for e in status["entries"]] == ["orphan"] and status["entries"][0]["alive"]
         gc = env.run("gc")
