@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hook.admin import demo
-from hook.config import load as load_config
 from hook.admin.runc_bundle import make_bundle, run_to_end
+from hook.config import load as load_config
 from hook.entry import stage_argv
 from tests.helpers.hook_env import HookEnv, HostTestpmd, hugepages_free, hugepages_mapped_by, hugetlbfs_mounts, make_env
 from tests.helpers.ovs_instance import OvsInstance
