@@ -379,7 +379,7 @@ def main(config_path: str) -> int:
     signal.signal(signal.SIGTERM, interrupted)  # a killed demo still removes what it started
     try:
         result = run_demo(config_path)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         print(f"dpdk-oci-hook demo: {exc}")
         return 1
     except KeyboardInterrupt:
