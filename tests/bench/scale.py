@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,7 +50,7 @@ from tests.bench.common import (
     runc,
     summary,
 )
-from tests.bench.start import start_ovs
+from tests.bench.start import agent_env, no_agent_env, start_agent, start_ovs
 from tests.helpers.hook_env import make_env
 
 PORTS = {P + "vhost-user": "1", P + "hugepages": "16Mi"}
@@ -100,23 +102,38 @@ def _parallel(argvs: list[list[str]]) -> list[tuple[float, int, str]]:
 def run_concurrency(b: Bench) -> Section:
     sec = Section("concurrency", "K containers started at once (scenario 5)")
     ks = [1, 4, 16]
-    rounds = 1 if b.quick else 5
+    rounds = 2 if b.quick else 5
     ovs = start_ovs(b)
+    agent = start_agent(b, "concurrency")
     common = {"ovs_db": ovs.db, "ovs_rundir": ovs.rundir, "bridge": "br-bench", "pool": "0-1", "reserved": "", "budget": "1Gi"}
-    disk_env = b.hook_env("conc", **common)
-    # the same on a tmpfs, as /run is on most hosts (on this one /run is on the root file system)
+    # the state dir on a disk file system (ext4 here: a directory under /var/tmp) and on a tmpfs
+    disk_root = Path(tempfile.mkdtemp(prefix=f"dpdk-oci-bench{b.tag}-", dir="/var/tmp"))
+    b.on_cleanup(f"directory {disk_root}", lambda: shutil.rmtree(disk_root))
+    disk_env = make_env(disk_root, **common)  # type: ignore[arg-type]
+    b.config_paths.append(disk_env.config_path)
     tmpfs = b.dir("conc-tmpfs")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(tmpfs)], check=True, timeout=30)
     b.on_cleanup(f"tmpfs {tmpfs}", lambda: subprocess.run(["umount", "-l", str(tmpfs)], check=True, timeout=30))
     tmpfs_env = make_env(tmpfs, **common)  # type: ignore[arg-type]
     b.config_paths.append(tmpfs_env.config_path)
-    kinds = {"ports": (PORTS, disk_env), "ports, ledger on tmpfs": (PORTS, tmpfs_env), "cores": (CORES, disk_env)}
-    fs_of = {"ports": _fs_type(disk_env.root), "ports, ledger on tmpfs": "tmpfs", "cores": _fs_type(disk_env.root)}
+    disk_fs = _fs_type(disk_root)
+    in_process, via_agent = no_agent_env(b), agent_env(agent)
+    # kind -> (annotations, hook config, hook entry env); "agent": the stages go through the agent
+    kinds = {
+        f"ports, {disk_fs}": (PORTS, disk_env, in_process),
+        f"ports, {disk_fs}, agent": (PORTS, disk_env, via_agent),
+        "ports, tmpfs": (PORTS, tmpfs_env, in_process),
+        "ports, tmpfs, agent": (PORTS, tmpfs_env, via_agent),
+        f"cores, {disk_fs}": (CORES, disk_env, in_process),
+        f"cores, {disk_fs}, agent": (CORES, disk_env, via_agent),
+    }
+    fs_of = {kind: "tmpfs" if env is tmpfs_env else disk_fs for kind, (_, env, _) in kinds.items()}
     root = b.runc_root("runc-conc")
     bdir = b.dir("bundles-conc")
     bundles: dict[str, list[str]] = {}
-    for n_kind, (kind, (ann, env)) in enumerate(kinds.items()):
-        hooks = {stage: [hook_entry(stage, env.config_path, str(env.root / "cache"))] for stage in ("createRuntime", "poststop")}
+    for n_kind, (kind, (ann, env, extra)) in enumerate(kinds.items()):
+        hooks = {stage: [hook_entry(stage, env.config_path, str(env.root / "cache"), extra_env=extra)]
+                 for stage in ("createRuntime", "poststop")}
         bundles[kind] = [bundle(bdir / f"k{n_kind}-{i}", ["/bin/sleep", "300"], ann, hooks) for i in range(max(ks))]
     pool_size = 2
     batches: dict[str, dict[str, Any]] = {}
@@ -164,7 +181,7 @@ def run_concurrency(b: Bench) -> Section:
                         if cpu in kernel:
                             violations.append(f"{key} round {rnd}: kernel lets {kernel[cpu]} and {ids[i]} both own core {cpu}")
                         kernel[cpu] = ids[i]
-            if kind == "cores" and len(ok) != min(k, pool_size):
+            if kind.startswith("cores") and len(ok) != min(k, pool_size):
                 violations.append(f"{key} round {rnd}: {len(ok)} containers got a core from a pool of {pool_size}")
             statuses = sorted({_exit_status(res[i][2]) for i in refused}, key=str)
             t = time.perf_counter()
@@ -181,7 +198,7 @@ def run_concurrency(b: Bench) -> Section:
             rec["ok"] += len(ok)
             rec["refused"] += len(refused)
             rec["refusal_status"] = sorted(set(rec["refusal_status"]) | {s for s in statuses if s is not None})
-            if kind != "cores" and refused:
+            if not kind.startswith("cores") and refused:
                 rec["errors"].append(res[refused[0]][2].strip()[-300:])
     # the ledger lock, as the hook logged it
     held_ms: dict[str, list[float]] = {}
@@ -192,8 +209,12 @@ def run_concurrency(b: Bench) -> Section:
                 key = batch_of[str(ev["container_id"])]
                 held_ms.setdefault(key, []).append(float(ev["lock_held_ms"]))  # type: ignore[arg-type]
                 wait_ms.setdefault(key, []).append(float(ev["lock_wait_ms"]))  # type: ignore[arg-type]
-    all_held = [v for key, vals in held_ms.items() if not key.startswith("ports, ledger on tmpfs") for v in vals]
-    tmpfs_held = [v for key, vals in held_ms.items() if key.startswith("ports, ledger on tmpfs") for v in vals]
+
+    def held_where(fs: str, agent: bool) -> list[float]:
+        return [v for key, vals in held_ms.items() for v in vals
+                if fs_of[batches[key]["kind"]] == fs and batches[key]["kind"].endswith(", agent") == agent]
+
+    all_held = [v for vals in held_ms.values() for v in vals]
     out: dict[str, Any] = {}
     rows = []
     for key, rec in batches.items():
@@ -210,8 +231,9 @@ def run_concurrency(b: Bench) -> Section:
                      fmt(o["lock_held_ms"]["p99"], 2), fmt(o["lock_wait_ms"]["median"], 1), fmt(o["lock_wait_ms"]["max"], 1)])
     rows.sort(key=lambda r: (r[0].rsplit(" K=", 1)[0], int(r[0].rsplit("=", 1)[1])))
     sec.data = {"ks": ks, "rounds": rounds, "pool": "0-1", "kinds": list(kinds), "batches": out, "lock_held_ms": summary(all_held),
-                "lock_held_samples_ms": all_held, "lock_held_tmpfs_ms": summary(tmpfs_held), "violations": violations,
-                "state_fs": fs_of}
+                "lock_held_samples_ms": all_held, "violations": violations, "state_fs": fs_of, "agent_socket": agent,
+                "lock_held_by_fs_ms": {f"{fs}{', agent' if a else ''}": summary(held_where(fs, a))
+                                       for fs in (disk_fs, "tmpfs") for a in (False, True)}}
     sec.table(f"K containers launched together, {rounds} rounds each, interleaved (ms; 'running' = from the common launch "
               "until that container's `runc run -d` returned; lock from the hook's `reserved` events)",
               ["batch", "started", "running median", "running p95", "all K running (median)", "delete all", "lock held median",
@@ -219,18 +241,28 @@ def run_concurrency(b: Bench) -> Section:
     sec.notes.append("'cores': 1 exclusive core each from a pool of 2 CPUs; the containers beyond 2 are refused "
                      f"(exit status {sorted({s for r in out.values() for s in r['refusal_exit_status']}) or '-'} = not enough cores) "
                      "and leave nothing behind.")
-    sec.notes.append("lock held (as logged) = from after the ledger was read to after it was written (allocate, pid lookup, "
-                     "JSON write, fsync of file and directory); the read itself is counted in 'lock wait'.")
-    sec.notes.append(f"ledger on {fs_of['ports']} (this host's /run) for 'ports' and 'cores'; 'ports, ledger on tmpfs' is the "
-                     "same with the hook's state dir on a private tmpfs, as /run is on most hosts.")
-    def by_k(tmpfs: bool) -> str:
-        return ", ".join(f"{k}: " + fmt(summary([v for key, vals in held_ms.items() if key.endswith(f" K={k}")
-                                                  and ("tmpfs" in key) == tmpfs for v in vals])["p99"], 1) for k in ks)
+    sec.notes.append("lock held (as the hook logs it in its `reserved` event) = from taking the ledger lock to releasing it: "
+                     "read and check the ledger, allocate, write, fsync; the wait for the lock is 'lock wait'.")
+    sec.notes.append(f"state dir on {disk_fs} (a directory under /var/tmp) or on a private tmpfs; 'agent' = the stages go "
+                     "through `dpdk-oci-hook agent` (forked children, everything imported), else the hook runs them in-process.")
 
-    sec.targets.append(Target("lock_p99", f"ledger lock hold time p99 (all K; ledger on {fs_of['ports']}, as /run is here)",
-                              summary(all_held)["p99"], 10.0, "ms", "<=",
-                              note=f"{len(all_held)} reservations, max {fmt(summary(all_held)['max'], 2)} ms; p99 by K: {by_k(False)} ms. "
-                                   f"Ledger on tmpfs: p99 {fmt(summary(tmpfs_held)['p99'], 2)} ms of {len(tmpfs_held)}, by K: {by_k(True)} ms"))
+    def by_k(fs: str, agent: bool) -> str:
+        return ", ".join(f"{k}: " + fmt(summary([v for key, vals in held_ms.items() if batches[key]["k"] == k
+                                                  and fs_of[batches[key]["kind"]] == fs
+                                                  and batches[key]["kind"].endswith(", agent") == agent for v in vals])["p99"], 1)
+                         for k in ks)
+
+    for fs in (disk_fs, "tmpfs"):
+        for agent_used in (False, True):
+            vals = held_where(fs, agent_used)
+            st = summary(vals)
+            how = "through the agent" if agent_used else "in-process"
+            sec.targets.append(Target(
+                f"lock_p99_{fs}_{'agent' if agent_used else 'in_process'}",
+                f"ledger lock hold p99, K = {', '.join(map(str, ks))} at once, state dir on {fs}, hook {how}",
+                st["p99"], 10.0, "ms", "<=",
+                note=f"{len(vals)} reservations, median {fmt(st['median'], 2)} ms, max {fmt(st['max'], 2)} ms; "
+                     f"p99 by K: {by_k(fs, agent_used)} ms"))
     sec.targets.append(Target("no_double_core", "cores handed out twice (ledger or kernel affinity), or refusals that left state",
                               float(len(violations)), 0, "cases", "<=", note="; ".join(violations[:3])))
     return sec
