@@ -13,11 +13,36 @@ import functools
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.common import MEMWRAP, PYTHON, Bench, Section, bundle, fmt, hook_entry, hook_script, interleave, runc, summary
-from tests.bench.start import FULL, start_ovs
+from tests.bench.common import MEMWRAP, PYTHON, Bench, Section, Target, bundle, fmt, hook_entry, hook_script, interleave, runc, summary
+from tests.bench.start import FULL, agent_env, no_agent_env, start_agent, start_ovs
+
+RSS_LIMIT_MIB = 20.0
+
+
+def _vm_kib(pid: int, field: str) -> float:
+    """VmHWM / VmRSS of a process, kB (nan when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _agent_pid(socket_path: str) -> int:
+    """The pid of the agent listening on ``socket_path`` (its first log line names it)."""
+    log = Path(socket_path).with_suffix(".log")
+    for _ in range(100):
+        for line in log.read_text().splitlines():
+            if "listening on" in line and "(pid " in line:
+                return int(line.rsplit("(pid ", 1)[1].rstrip(")"))
+        time.sleep(0.05)
+    raise RuntimeError(f"the agent's pid is not in {log}")
 
 
 def run_memory(b: Bench) -> Section:
@@ -31,11 +56,15 @@ def run_memory(b: Bench) -> Section:
     root = b.runc_root("runc-memory")
     bdir = b.dir("bundles-memory")
 
-    def wrapped(label: str, pre: tuple[str, ...] = ("-I",)) -> dict[str, list[dict[str, object]]]:
+    agent = start_agent(b, "memory")
+    agent_pid = _agent_pid(agent)
+    in_process = no_agent_env(b)
+
+    def wrapped(label: str, pre: tuple[str, ...] = ("-I",), extra_env: tuple[str, ...] = in_process) -> dict[str, list[dict[str, object]]]:
         hooks = {}
         for stage in ("createRuntime", "poststop"):
             inner = [PYTHON, *pre, hook_script(PYTHON), stage]
-            hooks[stage] = [hook_entry(stage, env.config_path, cache, pre=("-I",),
+            hooks[stage] = [hook_entry(stage, env.config_path, cache, pre=("-I",), extra_env=extra_env,
                                        program=(MEMWRAP, out, f"{label} {stage}", "--", *inner[:-1]))]
         return hooks
 
@@ -44,6 +73,9 @@ def run_memory(b: Bench) -> Section:
         "full path": bundle(bdir / "full", ["/bin/true"], FULL, wrapped("full path")),
         "full path, cold bytecode": bundle(bdir / "cold", ["/bin/true"], FULL,
                                            wrapped("full path, cold bytecode", ("-I", "-B", "-X", f"pycache_prefix={empty}"))),
+        "full path, through the agent (the hook process only)": bundle(
+            bdir / "agent", ["/bin/true"], FULL, wrapped("full path, through the agent (the hook process only)",
+                                                         extra_env=agent_env(agent))),
     }
     counter = [0]
 
@@ -78,5 +110,16 @@ def run_memory(b: Bench) -> Section:
     base = stats.get("interpreter (python -I -c pass)", {}).get("median")
     rows = [[k, fmt(stats[k]["median"] / 1024, 1), fmt(stats[k]["max"] / 1024, 1),
              fmt((stats[k]["median"] - base) / 1024 if base else None, 1), str(stats[k]["n"])] for k in order]
-    sec.table("Peak resident set (ru_maxrss via wait4, MiB)", ["process", "median", "max", "over the interpreter", "n"], rows)
+    agent_hwm, agent_rss = _vm_kib(agent_pid, "VmHWM"), _vm_kib(agent_pid, "VmRSS")
+    rows.append(["the agent itself (resident; VmHWM, VmRSS at the end)", fmt(agent_hwm / 1024, 1), fmt(agent_rss / 1024, 1), "-", "1"])
+    sec.data["agent_kib"] = {"vm_hwm": agent_hwm, "vm_rss": agent_rss}
+    sec.table("Peak resident set (ru_maxrss via wait4, MiB; the hook as installed here, editable)",
+              ["process", "median", "max", "over the interpreter", "n"], rows)
+    judged = {k: v["max"] for k, v in stats.items() if k.startswith(("fast path", "full path createRuntime", "full path poststop"))}
+    worst = max(judged, key=lambda k: judged[k]) if judged else None
+    sec.targets.append(Target(
+        "hook_peak_rss", "peak RSS of the hook process (worst run of the fast path and the full path's stages, in-process, warm bytecode)",
+        judged[worst] / 1024 if worst else None, RSS_LIMIT_MIB, "MiB", "<=",
+        note=(f"worst: {worst}; " if worst else "") + ", ".join(
+            f"{k} {fmt(stats[k]['max'] / 1024, 1)}" for k in order if k not in judged) + " MiB (max)"))
     return sec
