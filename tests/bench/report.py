@@ -36,7 +36,9 @@ def write_table(path: Path, meta: dict[str, Any], sections: list[Section]) -> st
             met = {True: "met", False: "**not met**", None: "n/a"}[t.met]
             value = fmt(t.value, 2) if t.value is not None else "-"
             rows.append([t.what, f"{value} {t.unit}", f"{t.op} {t.limit:g} {t.unit}", met, t.note])
-        parts += ["## Targets", "", md_table(["target", "measured", "limit", "", "detail"], rows), ""]
+        met_count = sum(1 for t in targets if t.met)
+        parts += ["## Targets", "", f"{met_count} of {len(targets)} met on this run.", "",
+                  md_table(["target", "measured", "limit", "", "detail"], rows), ""]
     for s in sections:
         parts += [f"## {s.title}", ""]
         if s.error:
@@ -128,7 +130,7 @@ def write_chart(path: Path, sections: list[Section]) -> bool:
             ax.set_xlabel("ms", fontsize=8)
         elif name == "concurrency":
             ks = data["ks"]
-            styles = ("o-", "^-.", "s--", "d:")
+            styles = ("o-", "^-.", "s--", "d:", "v-", "x--")
             for kind, style in zip(data["kinds"], styles, strict=False):
                 med = [data["batches"][f"{kind} K={k}"]["running_ms"]["median"] for k in ks]
                 p95 = [data["batches"][f"{kind} K={k}"]["running_ms"]["p95"] for k in ks]
