@@ -1,12 +1,15 @@
 """Scenarios 5 and 6: many containers at once, and many ports one after another.
 
 ``concurrency``: K = 1, 4, 16 containers started at once (``runc run -d`` each, all launched
-together) in two kinds, interleaved: "ports" (1 vhost-user port + 16Mi hugepages: every
-container gets what it asks, so time to running is comparable across K) and "cores"
+together), the hook's state dir on a disk file system (under /var/tmp) or on a tmpfs, the
+stages in-process or through the agent, in two kinds, interleaved: "ports" (1 vhost-user
+port + 16Mi hugepages: every container gets what it asks, so time to running is comparable
+across K) and "cores"
 (1 exclusive core each from a pool of both CPUs: more containers than cores, so the
 ledger must refuse the extra ones and never give a core twice).  While all are running,
 the ledger and the kernel (each container's ``Cpus_allowed_list``) are checked for a core
-held twice.  The ledger lock hold time is what the hook logs in its ``reserved`` event.
+held twice.  The ledger lock hold time is what the hook logs in its ``reserved`` event
+(``lock_held_ms``: from taking the lock to releasing it).
 
 ``ports``: N containers (1 port + 2Mi each, ``sleep``) started one after another while all
 earlier ones keep running; per add: the OVS transaction time measured inside the hook (the

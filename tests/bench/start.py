@@ -2,7 +2,8 @@
 
 ``start``: ``runc run`` of ``/bin/true`` (host /usr bound into an empty rootfs) with no hook,
 with the hook but no annotations of ours (the fast path), and with 1 port + 1 core + 64Mi
-hugepages on a private OVS-DPDK (the full path); beside them, the bare interpreter start
+hugepages on a private OVS-DPDK (the full path), the latter with the hook running the stages
+in-process and handing them to a resident ``dpdk-oci-hook agent`` on a private socket; beside them, the bare interpreter start
 and the hook's fast path spawned directly.  ``runc run`` runs both hook stages
 (createRuntime when creating, poststop when it deletes the exited container), so a
 container's time holds two hook processes.  Each variant also runs from a regular
