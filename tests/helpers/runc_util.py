@@ -315,3 +315,20 @@ class Workspace:
         for d in [*self.extra_dirs, self.path]:
             leaked += remove_tree(d)
         return leaked
+
+
+def add_hook_env(bundle: str | os.PathLike[str], stages: tuple[str, ...], env: dict[str, str]) -> None:
+    """Add ``env`` to the environment of every hook entry of ``stages`` in a bundle's config.json.
+
+    The fault-matrix tests switch a fault point on this way (``DPDK_OCI_HOOK_FAULT=<point>``):
+    only the hook run by the runtime sees it, exactly as it would see its own environment.
+    """
+    path = Path(bundle, "config.json")
+    spec = json.loads(path.read_text())
+    for stage in stages:
+        entries = spec.get("hooks", {}).get(stage)
+        assert entries, f"{path} registers no {stage} hook"
+        for entry in entries:
+            kept = [item for item in entry.get("env", []) if item.split("=", 1)[0] not in env]
+            entry["env"] = kept + [f"{name}={value}" for name, value in env.items()]
+    path.write_text(json.dumps(spec, indent=1))
