@@ -5,7 +5,13 @@ Runs the scenarios (each interleaves its variants), then writes
 ``chart.png``.  Everything a scenario starts is stopped and removed when it ends; the run
 ends with a check that the host holds nothing of it.
 
-Scenarios: start (1-3), phases (4), concurrency (5), ports (6), memory (7), datapath (8-11).
+A switch the host already runs (install.sh's embedded OVS-DPDK) is paused for the run, which
+starts its own (one OVS-DPDK per host, and its PMD would share the measured cores), and is
+restarted with its database and bridges at the end.  A scenario that fails is one line on
+stderr (its traceback goes to ``errors.txt`` in the results) and the run exits non-zero.
+
+Scenarios: start (1-3), phases (4), concurrency (5), ports (6), memory (7), datapath (8-11),
+links (12).
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from tests.bench.common import (
     processes_mentioning,
     tool_version,
 )
+from tests.helpers.ovs_instance import RESTORE_COMMAND, OvsError, PausedSwitch, pause_host_switch, restore_host_switch
 
-SCENARIOS = ("start", "phases", "concurrency", "ports", "memory", "datapath")
+SCENARIOS = ("start", "phases", "concurrency", "ports", "memory", "datapath", "links")
 
 
 def scenario_fn(name: str) -> Callable[[Bench], Section]:
@@ -64,6 +71,10 @@ def scenario_fn(name: str) -> Callable[[Bench], Section]:
         from tests.bench.datapath import run_datapath
 
         return run_datapath
+    if name == "links":
+        from tests.bench.links import run_links
+
+        return run_links
     raise ValueError(name)
 
 
@@ -75,6 +86,8 @@ def other_pollers() -> list[str]:
             try:
                 comm = Path(f"/proc/{entry}/comm").read_text().strip()
             except OSError:
+                continue
+            if comm.startswith("dpdk-oci-"):  # the hook's own commands (status --watch...) poll no NIC
                 continue
             if comm in ("ovs-vswitchd", "dpdk-testpmd") or comm.startswith(("dpdk-", "vpp")):
                 found.append(f"{entry} {comm}")
@@ -126,6 +139,21 @@ def leftovers(b: Bench, netns_before: set[str]) -> list[str]:
     return found
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: its type and the first line of its message, shortened."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def record_error(out_dir: Path, what: str, exc: BaseException) -> Path:
+    """Append the full traceback of ``exc`` to ``errors.txt`` in the results."""
+    path = out_dir / "errors.txt"
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f"=== {what}\n{''.join(traceback.format_exception(exc))}\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tests/bench/run",
@@ -153,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+    try:
+        paused: PausedSwitch | None = pause_host_switch(lambda text: b.say(f"note: {text}"))
+    except (OvsError, KeyboardInterrupt) as exc:
+        print(f"bench: cannot start: {one_line(exc)}", file=sys.stderr)
+        b.close()
+        return 1
     netns_before = set(netns_names())
     pollers = other_pollers()
     if pollers:
@@ -171,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                traceback.print_exc()
-                sec = Section(name, name, error=f"{type(exc).__name__}: {exc}")
+                where = record_error(out_dir, f"scenario {name}", exc)
+                print(f"bench: scenario {name} failed: {one_line(exc)} (traceback in {where})", file=sys.stderr)
+                sec = Section(name, name, error=one_line(exc))
                 status = 1
             finally:
                 b.cleanup(keep=mark)
@@ -184,6 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         status = 130
     finally:
         b.close()
+        if paused is not None:
+            try:
+                restore_host_switch(paused, lambda text: b.say(f"note: {text}"))
+            except OvsError as exc:
+                print(f"bench: {one_line(exc, limit=600)}", file=sys.stderr)
+                status = status or 1
+            except KeyboardInterrupt:
+                print(f"bench: interrupted while restarting the host's switch: run {RESTORE_COMMAND}", file=sys.stderr)
+                status = 130
     left = leftovers(b, netns_before)
     meta["seconds"] = round(time.monotonic() - b.t0, 1)
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
@@ -207,5 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def cli() -> int:
+    """main(), and anything it did not expect as one line (it has cleaned up by then)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"bench: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())
