@@ -312,7 +312,8 @@ HOST_DB = f"unix:{HOST_RUNDIR}/db.sock"
 HOST_VSWITCHD_LOG = "/var/log/openvswitch/ovs-vswitchd.log"
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 PAUSE_RECORD = "/run/dpdk-oci-hook-tests/host-switch-paused.json"
-RESTORE_COMMAND = "python -m tests.helpers.ovs_instance restore-host-switch"
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESTORE_COMMAND = f"cd {SOURCE_TREE} && {sys.executable} -m tests.helpers.ovs_instance restore-host-switch"
 HOST_STOP_TIMEOUT_S = 30.0
 HOST_START_TIMEOUT_S = 60.0
 
