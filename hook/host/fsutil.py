@@ -43,11 +43,13 @@ def replace_file(path: str, data: bytes, mode: int | None = None, keep_owner: bo
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a write on an fd: say which file
+            raise OSError(exc.errno, exc.strerror, path) from exc
         raise
     if durable:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -47,6 +47,7 @@ def test_body_failure_writes_nothing(tmp_path: Path) -> None:
         (lambda raw: raw.replace('"cpus":[', '"cpus":[7,', 1), "checksum mismatch"),
         (lambda raw: raw[: len(raw) // 2], "unreadable"),
         (lambda raw: "\0" * len(raw), "unreadable"),
+        (lambda raw: bytes(range(256)).decode("latin-1") * 4, "unreadable"),
         (lambda raw: raw.replace('"format":2', '"format":9'), "unknown format"),
     ],
 )
@@ -56,13 +57,13 @@ def test_corrupt_ledger_fails_closed(tmp_path: Path, mangle, reason: str) -> Non
     ledger = Ledger(str(path))
     with ledger.locked() as data:
         data.put(res("a", [1]))
-    bad = mangle(path.read_text())
-    path.write_text(bad)
+    bad = mangle(path.read_text()).encode("latin-1")  # latin-1: garbage bytes stay bytes, not UTF-8
+    path.write_bytes(bad)
     with pytest.raises(LedgerCorrupt, match=reason) as info:
         with ledger.locked() as data:
             data.put(res("b", [2]))
     assert "gc --rebuild" in str(info.value)
-    assert path.read_text() == bad
+    assert path.read_bytes() == bad
 
 
 def test_invariant_violation_is_corruption(tmp_path: Path) -> None:
@@ -171,3 +172,20 @@ def test_a_busy_lock_gives_up_within_the_timeout(tmp_path: Path) -> None:
     finally:
         os.close(holder)
     assert not path.exists()
+
+
+def test_a_failed_write_names_the_file(tmp_path: Path) -> None:
+    """A full disk while writing (an fd has no name) is reported with the file's path, and no temp file stays."""
+    code = (
+        "import resource, signal, sys; from hook.host.fsutil import replace_file\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))\n"
+        "try:\n    replace_file(sys.argv[1], b'x' * 4096)\nexcept OSError as exc:\n    print(exc.filename, exc.errno)\n"
+    )
+    import errno
+    import subprocess
+    import sys
+
+    target = tmp_path / "ledger.json"
+    out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert out == [str(target), str(errno.EFBIG)]
+    assert os.listdir(tmp_path) == []
