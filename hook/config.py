@@ -87,6 +87,13 @@ class Config:
     switch: SwitchConfig = field(default_factory=SwitchConfig)
     limits: Limits = field(default_factory=Limits)
     policy: tuple[BridgePolicy, ...] = ()  # empty: the configured bridge with the defaults above
+    # Link names containers outside a pod may use (``links { allow = [...] }``): a name, or a
+    # prefix ending in ``*``.  Containers of one pod may always link to each other.
+    link_allow: tuple[str, ...] = ()
+
+    def link_allowed(self, name: str) -> bool:
+        """Whether the host policy lets containers outside a pod use the link ``name``."""
+        return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in self.link_allow)
 
     def bridge_policy(self, bridge: str) -> BridgePolicy | None:
         """The policy of ``bridge``, or None when containers may not use it."""
@@ -110,6 +117,7 @@ class Config:
         raw["switch"]["static_sockets"] = list(self.switch.static_sockets)
         raw["switch"]["bridges"] = list(self.switch.bridges)
         raw["policy"] = [{**asdict(p), "vlans": format_cpulist(p.vlans)} for p in self.policy]
+        raw["link_allow"] = list(self.link_allow)
         return raw
 
     @classmethod
@@ -123,6 +131,7 @@ class Config:
         data["switch"] = SwitchConfig(**sw)
         data["policy"] = tuple(BridgePolicy(**{**p, "vlans": parse_cpulist(p["vlans"])}) for p in data.get("policy", ()))
         data["limits"] = Limits(**data["limits"])
+        data["link_allow"] = tuple(data.get("link_allow", ()))
         return cls(**data)
 
 
@@ -279,8 +288,11 @@ def validate(data: dict[str, Any], path: str) -> Config:
     scope = sha256(os.path.abspath(top.get("state_dir", Config.state_dir)).encode()).hexdigest()[:12]
     switch = replace(switch, scope=scope, bridges=tuple(p.name for p in policy), anti_spoofing=anti_spoofing)
 
+    link_allow = _links(dict(data.pop("links", {}) or {}), path)
+
     _no_leftovers(data, path, "")
     return Config(
+        link_allow=link_allow,
         policy=policy,
         path=path,
         cpu_pool=pool,
@@ -332,6 +344,19 @@ def _policy(raw: dict[str, Any], default_bridge: str, path: str) -> tuple[tuple[
     if not policies:
         raise ConfigError(path=path, reason="policy names no bridge: containers could use none")
     return tuple(policies), anti_spoofing
+
+
+def _links(raw: dict[str, Any], path: str) -> tuple[str, ...]:
+    """The ``links`` block: which link names containers outside a pod may use."""
+    allow = raw.pop("allow", [])
+    _no_leftovers(raw, path, "links.")
+    if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
+        raise ConfigError(path=path, reason='links.allow must be a list of names or prefixes like ["demo-*"]')
+    for pattern in allow:
+        stem = pattern[:-1] if pattern.endswith("*") else pattern
+        if not (len(stem) <= 15 and set(stem) <= NAME_CHARS and stem[:1] not in ("-", ".")) or (not stem and pattern != "*"):
+            raise ConfigError(path=path, reason=f"links.allow: {pattern!r} is not a link name or a prefix ending in '*'")
+    return tuple(allow)
 
 
 def _cache_path(path: str) -> str:

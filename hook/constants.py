@@ -4,7 +4,7 @@ Imported on every container start (by the runtime wrapper too): plain literals o
 """
 
 PREFIX = "dpdk-oci-hook/"  # every annotation of ours starts with this
-ANNOTATION_KEYS = ("vhost-user", "kernel-ports", "cpus", "hugepages", "hugepage-size", "numa-node")
+ANNOTATION_KEYS = ("vhost-user", "kernel-ports", "link", "cpus", "hugepages", "hugepage-size", "numa-node")
 
 # A container's hooks.d/wrapper stages: the two the hook is registered for, and the one
 # (prestart) older runtimes run instead of createRuntime.

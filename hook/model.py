@@ -13,6 +13,12 @@ MODE_SERVER = "server"  # the app creates the socket (OVS dpdkvhostuserclient)
 MODE_CLIENT = "client"  # the host creates the socket (OVS dpdkvhostuser, static sockets)
 MODES = (MODE_SERVER, MODE_CLIENT)
 
+# A direct link between two containers: the first to start takes the server side, the
+# second joins as client; the transport is memif (default) or a virtio_user/vhost-user pair.
+LINK_MEMIF = "memif"
+LINK_VIRTIO = "virtio"
+LINK_MODES = (LINK_MEMIF, LINK_VIRTIO)
+
 STATE_PENDING = "pending"
 STATE_ACTIVE = "active"
 STATE_RELEASING = "releasing"
@@ -81,6 +87,32 @@ class KernelPortSpec:
 
 
 @dataclass(frozen=True)
+class LinkRequest:
+    """One direct link as the user asked for it: a name the peer container names too."""
+
+    name: str
+    queues: int = 1
+    mac: str | None = None
+    mode: str = LINK_MEMIF
+
+
+@dataclass(frozen=True)
+class LinkLease:
+    """One side of a direct link given to a container: its DPDK port and the link's rendezvous."""
+
+    index: int  # DPDK port index in the container (after its vhost-user ports)
+    name: str  # the link's name, as both containers give it
+    link_id: str  # host-side id: from the installation scope, the pod (or the allowed name) and the name
+    role: str  # MODE_SERVER (first to start: creates the socket) or MODE_CLIENT (joins it)
+    mode: str  # LINK_MEMIF or LINK_VIRTIO
+    host_dir: str  # the link's directory on the host (a small tmpfs shared by both sides)
+    container_dir: str  # where both sides see it, e.g. /run/dpdk/link-<name>
+    mac: str
+    queues: int = 1
+    peer: str = ""  # the container id of the other side when this one joined ("" if none yet)
+
+
+@dataclass(frozen=True)
 class Request:
     """What a container asks for, validated from its annotations."""
 
@@ -95,6 +127,7 @@ class Request:
     kubelet_cpus: tuple[int, ...] = ()
     kubelet: bool = False
     sandbox: str = ""  # the pod's sandbox id, for links between containers of one pod
+    links: tuple[LinkRequest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +186,7 @@ class Reservation:
     gid: int = 0
     sandbox: str = ""  # Kubernetes: the pod's sandbox id
     kubelet: bool = False  # cores and memory were kubelet's choice
+    links: list[LinkLease] = field(default_factory=list)
 
     @property
     def instance(self) -> Instance:
@@ -169,6 +203,7 @@ class Reservation:
         data.pop("socket_dir", None)  # ledger format 1
         data["ports"] = [PortLease(**p) for p in data.get("ports", [])]
         data["kernel_ports"] = [KernelPortSpec.from_dict(k) for k in data.get("kernel_ports", [])]
+        data["links"] = [LinkLease(**link) for link in data.get("links", [])]
         return cls(**data)
 
 
@@ -176,7 +211,7 @@ class Reservation:
 class Mount:
     """One mount to make inside the container, target relative to its rootfs."""
 
-    kind: str  # "bind", "hugetlbfs" or "tmpfs"
+    kind: str  # "bind", "hugetlbfs", "tmpfs" or "tree" (a clone of a host mount: source is its host path)
     target: str  # absolute path inside the container
     source: str = ""  # host path for binds
     options: str = ""  # data string for hugetlbfs and tmpfs

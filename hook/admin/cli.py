@@ -119,6 +119,9 @@ def cmd_explain(args: Any) -> int:
             f"{res.hugepages_mib} MiB of {res.hugepage_size_kib // 1024} MiB pages"
             + (f" (growing the pool by {decision.grow_pages} pages)" if decision.grow_pages else ""),
             *(f"would add port {p.name} ({p.mode}) on {p.bridge}: {p.socket_host_path} -> {p.container_path}" for p in res.ports),
+            *(f"would {'join' if link.peer else 'open'} link {link.name} ({link.mode}, {link.role} side"
+              + (f", other side held by {link.peer}" if link.peer else "") + f"): port net{link.index}, "
+              f"{link.host_dir} -> {link.container_dir}" for link in res.links),
             *(f"would mount {m.kind} {m.source or m.options} at {m.target}" for m in plan.mounts + plan.socket_mounts),
             f"eal.args: {' '.join(plan.eal_args)}",
             "nothing was changed",

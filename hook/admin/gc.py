@@ -36,11 +36,12 @@ class GcReport:
     released: list[str] = field(default_factory=list)
     orphan_ports: dict[str, list[str]] = field(default_factory=dict)
     orphan_records: list[str] = field(default_factory=list)
+    orphan_links: list[str] = field(default_factory=list)  # ids of link directories no entry held
     errors: list[str] = field(default_factory=list)
 
     @property
     def freed_anything(self) -> bool:
-        return bool(self.released or self.orphan_ports or self.orphan_records)
+        return bool(self.released or self.orphan_ports or self.orphan_records or self.orphan_links)
 
 
 def gc(config: Config, log: Log) -> GcReport:
@@ -92,8 +93,16 @@ def gc(config: Config, log: Log) -> GcReport:
         if key not in known:
             owner_records.remove_any(config.state_dir, key)
             report.orphan_records.append(key)
+    # Link directories: judged under the lock, which every start and release takes to mount
+    # or remove one, so a directory no entry holds at that moment belongs to no instance.
+    from hook.host import link_dirs
+
+    with ledger.locked() as data:
+        removed, failures = link_dirs.remove_unheld(config.state_dir, link_dirs.held_ids(data.entries.values()))
+    report.orphan_links += removed
+    report.errors += failures
     log.info("gc done", released=report.released, orphan_ports=report.orphan_ports, orphan_records=report.orphan_records,
-             errors=report.errors)
+             orphan_links=report.orphan_links, errors=report.errors)
     return report
 
 
@@ -163,6 +172,7 @@ def summary(report: GcReport) -> str:
     text = (
         f"released {len(report.released)} reservation(s) of gone containers, "
         f"{sum(len(v) for v in report.orphan_ports.values())} orphan switch port(s), "
-        f"{len(report.orphan_records)} orphan owner record(s)"
+        f"{len(report.orphan_records)} orphan owner record(s), "
+        f"{len(report.orphan_links)} orphan link directory(ies)"
     )
     return text + "".join(f"\n  error: {e}" for e in report.errors)

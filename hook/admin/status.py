@@ -108,6 +108,7 @@ def format_status(status: Status) -> str:
         lines.append(
             f"  {row['container_id'][:24]:24} {row['state']:9} cpus={format_cpulist(row['cpus']) or '-':8} "
             f"hugepages={row['hugepages_mib']}Mi node={row['numa_node']} ports={ports}"
+            + ("".join(f" link={link['name']}({link['role']}, {link['mode']})" for link in row.get("links", [])))
             + ("" if row["alive"] else "  [container gone: run gc]")
         )
         if status.backend == "ovs" and status.switch_error is None:

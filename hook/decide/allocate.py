@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from hook.config import BridgePolicy, Config
 from hook.constants import PREFIX
+from hook.decide.links import lease_links
 from hook.decide.names import default_mac, kernel_port_name, port_name, server_socket_host_path
 from hook.errors import AnnotationError, PolicyError, ResourceExhausted
 from hook.host.topology import HugepagePool, Topology
@@ -294,6 +295,7 @@ def allocate(
     macs_held = _held_macs(others)
     macs_held.update({(p.bridge, p.mac): key for p in ports})
     kernel_ports = _kernel_ports(request, config, others, key, macs_held)
+    links = lease_links(request, config, others, key, first_index=len(ports))
     if request.kubelet:
         node, cpus, grow = _kubelet_choice(request, config, topo, others)
     else:
@@ -319,5 +321,6 @@ def allocate(
         kernel_ports=kernel_ports,
         sandbox=request.sandbox,
         kubelet=request.kubelet,
+        links=links,
     )
     return Decision(reservation, grow)

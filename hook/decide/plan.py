@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 
+from hook.decide.links import link_socket, link_vdev
 from hook.decide.names import file_prefix
 from hook.model import (
     COMPAT_SOCKET_PATH,
     CONTAINER_HUGE_DIR,
     CONTAINER_RUN_DIR,
+    LINK_VIRTIO,
     MODE_CLIENT,
     MODE_SERVER,
     Mount,
@@ -49,6 +51,7 @@ def eal_args(res: Reservation) -> tuple[str, ...]:
         if port.mode == MODE_SERVER:
             vdev += ",server=1"
         args.append(vdev)
+    args += [link_vdev(link) for link in res.links]
     return tuple(args)
 
 
@@ -77,6 +80,18 @@ def app_config(res: Reservation, args: tuple[str, ...]) -> dict[str, object]:
                 "switch": {"backend": res.backend, "bridge": None if p.static else p.bridge, "port": None if p.static else p.name},
             }
             for p in res.ports
+        ]
+        + [
+            {
+                "name": f"net{link.index}",
+                "type": "link",
+                "link": {"name": link.name, "role": link.role, "mode": link.mode, "path": link_socket(link)},
+                # net_vhost (the client side of a virtio link) takes no MAC: the PMD picks its own
+                "mac": None if (link.mode, link.role) == (LINK_VIRTIO, MODE_CLIENT) else link.mac,
+                "queues": link.queues,
+                "peer": {"role": MODE_CLIENT if link.role == MODE_SERVER else MODE_SERVER, "container_id": link.peer or None},
+            }
+            for link in res.links
         ],
         "kernel_ports": [
             {"name": k.ifname, "type": "veth", "mac": k.mac, "mtu": k.mtu, "addresses": list(k.addresses),
@@ -110,6 +125,8 @@ def make_plan(res: Reservation) -> Plan:
         "eal.args": " ".join(args) + "\n",
     }
     mounts = [Mount(kind="tmpfs", target=CONTAINER_RUN_DIR, options=run_dir_options(res), files=tuple(sorted(files.items())))]
+    # each link's directory: a clone of its host tmpfs, inside the container's /run/dpdk
+    mounts += [Mount(kind="tree", target=link.container_dir, source=link.host_dir) for link in res.links]
     if res.hugepages_mib:
         mounts.append(Mount(kind="hugetlbfs", target=CONTAINER_HUGE_DIR, options=hugetlbfs_options(res)))
     client_ports = [p for p in res.ports if p.mode == MODE_CLIENT]

@@ -2,7 +2,8 @@
 
 This module owns every mount the hook makes for a container: the private hugetlbfs
 instance, the private tmpfs of its /run/dpdk (with the files the app reads, written into it
-here), and the bind mounts of single host sockets.  It runs from
+here), the bind mounts of single host sockets, and clones of host mounts (a direct link's
+directory, taken with ``open_tree`` before entering the container).  It runs from
 a prestart/createRuntime hook, as root in the host's namespaces, after the runtime built the
 container's mounts and before ``pivot_root``.
 
@@ -49,6 +50,7 @@ __all__ = ["apply_mounts", "remove_mounts"]
 KIND_BIND = "bind"
 KIND_HUGETLBFS = "hugetlbfs"
 KIND_TMPFS = "tmpfs"
+KIND_TREE = "tree"  # a clone of a mount of the host's namespace (a link's directory), attached by fd
 
 # Kernel ABI constants (include/uapi/linux/*.h); the stdlib does not export them.
 _CLONE_NEWNS = 0x00020000
@@ -62,6 +64,13 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 _RESOLVE_IN_ROOT = 0x10
 _SYS_OPENAT2 = 437  # x86_64, aarch64 and every architecture on the generic syscall table
+_SYS_OPEN_TREE = 428  # the same number on every architecture
+_SYS_MOVE_MOUNT = 429
+_OPEN_TREE_CLONE = 0x1
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_MOVE_MOUNT_F_EMPTY_PATH = 0x04
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
 _POLLIN = 0x1
 _HUGETLBFS_MAGIC = 0x958458F6
 _TMPFS_MAGIC = 0x01021994
@@ -153,9 +162,11 @@ def _split_target(target: str) -> list[str]:
 
 def _validate(m: Mount) -> None:
     _split_target(m.target)
-    if m.kind == KIND_BIND:
+    if m.kind in (KIND_BIND, KIND_TREE):
         if not isinstance(m.source, str) or not m.source.startswith("/") or "\0" in m.source:
             raise _Refused(m.target, f"bind source {m.source!r} must be an absolute host path")
+        if m.kind == KIND_TREE and m.file:
+            raise _Refused(m.target, "a tree mount needs a directory target")
     elif m.kind in (KIND_HUGETLBFS, KIND_TMPFS):
         if m.file:
             raise _Refused(m.target, f"a {m.kind} mount needs a directory target")
@@ -358,6 +369,22 @@ def _open_source(m: Mount, root: str) -> int:
         raise
 
 
+def _open_tree(m: Mount) -> int:
+    """A detached clone of the host's mount at ``m.source`` (called before entering the container).
+
+    Mounts made in the host's namespace after the container's was created do not show in it
+    (private propagation), so the source cannot be opened after ``setns`` as a bind's is.
+    """
+    fd = _libc().syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_long(_AT_FDCWD), ctypes.c_char_p(os.fsencode(m.source)),
+                         ctypes.c_long(_OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_SYMLINK_NOFOLLOW))
+    if fd < 0:
+        raise _Refused(m.target, f"cannot clone host mount {m.source!r}: {_ename(ctypes.get_errno())}")
+    if not stat.S_ISDIR(os.fstat(int(fd)).st_mode):
+        os.close(int(fd))
+        raise _Refused(m.target, f"host mount {m.source!r} is not a directory")
+    return int(fd)
+
+
 def _mount_error(m: Mount, err: int) -> str:
     if m.kind == KIND_HUGETLBFS:
         if err == errno.ENOMEM:
@@ -369,20 +396,28 @@ def _mount_error(m: Mount, err: int) -> str:
         return f"hugetlbfs mount failed: {_ename(err)}"
     if m.kind == KIND_TMPFS:
         return f"tmpfs mount failed: {_ename(err)}"
+    if m.kind == KIND_TREE:
+        return f"attaching a clone of {m.source!r} failed: {_ename(err)}"
     return f"bind mount of {m.source!r} failed: {_ename(err)}"
 
 
-def _mount_one(rootfd: int, root: str, m: Mount) -> int:
-    """Make one mount; return an O_PATH fd of the new mount's root (for rollback)."""
+def _mount_one(rootfd: int, root: str, m: Mount, tree: int | None = None) -> int:
+    """Make one mount; return an O_PATH fd of the new mount's root (for rollback).
+
+    ``tree`` is the detached clone of a ``tree`` mount's source (owned by this call).
+    """
     comps = _split_target(m.target)
-    srcfd = _open_source(m, root) if m.kind == KIND_BIND else None  # before creating anything
+    srcfd = _open_source(m, root) if m.kind == KIND_BIND else tree  # before creating anything
     dstfd: int | None = None
     newfd: int | None = None
     try:
         dstfd = _resolve_target(rootfd, comps, m.file, m.target)
         path = _check_target(dstfd, root, m.target, m.file)
         lib = _libc()
-        if srcfd is not None:
+        if m.kind == KIND_TREE and srcfd is not None:
+            rc = lib.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_long(srcfd), ctypes.c_char_p(b""), ctypes.c_long(dstfd),
+                             ctypes.c_char_p(b""), ctypes.c_long(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH))
+        elif srcfd is not None:
             rc = lib.mount(str(srcfd).encode(), str(dstfd).encode(), None, _MS_BIND, None)
         else:
             flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
@@ -436,12 +471,13 @@ def _write_files(dirfd: int, m: Mount) -> None:
 
 
 def _child_apply(nsfd: int, rootfs: str, root_id: tuple[int, int], mounts: Sequence[Mount]) -> None:
+    trees = [_open_tree(m) if m.kind == KIND_TREE else None for m in mounts]  # in the host's namespace
     _enter(nsfd)
     rootfd, root = _open_rootfs(rootfs, root_id, allow_pivoted=False)
     made: list[tuple[str, int]] = []
     try:
-        for m in mounts:
-            made.append((m.target, _mount_one(rootfd, root, m)))
+        for m, tree in zip(mounts, trees, strict=True):
+            made.append((m.target, _mount_one(rootfd, root, m, tree)))
     except _Refused as exc:
         leftovers = []
         for target, fd in reversed(made):

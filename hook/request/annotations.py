@@ -11,7 +11,7 @@ from typing import Any
 from hook.config import Limits
 from hook.constants import ANNOTATION_KEYS, PREFIX
 from hook.errors import AnnotationError
-from hook.model import MODES, KernelPortRequest, PortRequest, Request
+from hook.model import MODES, KernelPortRequest, LinkRequest, PortRequest, Request
 from hook.request.fields import count_or_list, parse_mac, reject_duplicate_keys  # noqa: F401 (re-exported)
 from hook.units import NAME_CHARS, format_size_kib, parse_size_kib
 
@@ -126,6 +126,15 @@ def parse(annotations: dict[str, Any], limits: Limits, default_page_kib: int) ->
     if ports and not huge_kib:
         raise AnnotationError(key=PREFIX + "hugepages", reason="vhost-user ports need hugepage memory: add e.g. hugepages=256Mi")
 
+    link_text = get("link")
+    links: tuple[LinkRequest, ...] = ()
+    if link_text is not None:
+        from hook.request.links import parse_links  # only containers that ask pay for it
+
+        links = parse_links(PREFIX + "link", link_text, limits.max_ports - len(ports), limits.max_queues)
+        if not huge_kib:
+            raise AnnotationError(key=PREFIX + "hugepages", reason="links need hugepage memory: add e.g. hugepages=256Mi")
+
     node_text = get("numa-node")
     node = _count(PREFIX + "numa-node", node_text, 0, MAX_NUMA_NODE) if node_text is not None else None
 
@@ -135,12 +144,13 @@ def parse(annotations: dict[str, Any], limits: Limits, default_page_kib: int) ->
         from hook.request.kernel_ports import parse_kernel_ports  # only containers that ask pay for it
 
         kernel_ports = parse_kernel_ports(PREFIX + "kernel-ports", kernel_text, limits.max_ports)
-        if len(kernel_ports) + len(ports) > limits.max_ports:
-            reason = f"{len(ports)} vhost-user and {len(kernel_ports)} kernel ports are more than the limit of {limits.max_ports}"
+        if len(kernel_ports) + len(ports) + len(links) > limits.max_ports:
+            reason = (f"{len(ports)} vhost-user, {len(links)} link and {len(kernel_ports)} kernel ports are more than "
+                      f"the limit of {limits.max_ports}")
             raise AnnotationError(key=PREFIX + "kernel-ports", reason=reason)
 
-    if not (ports or kernel_ports or cpus or huge_kib):
-        raise AnnotationError(key=PREFIX + "*", reason="asks for nothing: give vhost-user, kernel-ports, cpus or hugepages")
+    if not (ports or kernel_ports or links or cpus or huge_kib):
+        raise AnnotationError(key=PREFIX + "*", reason="asks for nothing: give vhost-user, kernel-ports, link, cpus or hugepages")
     return Request(
         ports=ports,
         cpus=cpus,
@@ -148,4 +158,5 @@ def parse(annotations: dict[str, Any], limits: Limits, default_page_kib: int) ->
         hugepage_size_kib=page_kib,
         numa_node=node,
         kernel_ports=kernel_ports,
+        links=links,
     )

@@ -112,6 +112,10 @@ def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instanc
         decision = allocate(request, config, read_topology(), data.entries, instance, key, time.time())
         res = decision.reservation
         res.uid, res.gid = uid, gid
+        if res.links:
+            from hook.decide.links import check_link_users
+
+            check_link_users(res, data.entries)
         if decision.grow_pages:
             res.grow_from = hugepages.pool_size(res.numa_node, res.hugepage_size_kib)
         data.put(res)
@@ -183,6 +187,14 @@ def prestart(state: State, config: Config, log: Log, budget: Budget | None = Non
         budget.check("the reservation")
         owner_records.write(config.state_dir, res)
         undo.push("owner record", lambda: owner_records.remove_any(config.state_dir, res.key))
+        if res.links:
+            # Under the ledger lock: the link's other side may be starting or stopping now.
+            # Undone with the ledger entry (_drop_entry removes a directory no one holds).
+            from hook.host import link_dirs
+
+            with ledger.locked():
+                link_dirs.prepare(config.state_dir, res.links, res.uid, res.gid)
+            faults.point("link-dirs")
         faults.point("socket-dir")
         mounts.apply_mounts(state.pid, rootfs, plan.mounts, budget.wait_for(MOUNT_WAIT_CAP_S))
         undo.push("mounts", lambda: mounts.remove_mounts(state.pid or 0, rootfs, [m.target for m in plan.mounts]))
@@ -247,6 +259,13 @@ def _drop_entry(ledger: Ledger, config: Config, res: Reservation, log: Log | Non
 
             _give_back_pages(held, log or EventLog(None))
             data.drop(res.key)
+            if held.links:
+                # The last side of a link to go takes its directory along (under the lock: a
+                # side that starts now either holds the link already or mounts it afresh).
+                from hook.host import link_dirs
+
+                for failure in link_dirs.release(held.links, data.entries.values()):
+                    (log or EventLog(None)).warning("link directory not removed (gc retries)", key=res.key, error=failure)
 
 
 def release_key(key: str, config: Config, log: Log, budget: Budget | None = None) -> bool:
