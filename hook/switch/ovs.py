@@ -14,10 +14,17 @@ fails, ovsdb-server commits nothing.  Decisions worth knowing:
   the same.
 * Anti-spoofing (``switch.anti_spoofing``): each interface gets an ``ofport_request`` picked in
   the same transaction (a guard makes sure no other interface has it), and OpenFlow rules keyed
-  by that port number (:mod:`hook.switch.openflow`) are sent right after the commit: the port may
-  send only from its MAC (a kernel port: and its addresses).  If they cannot be installed the
-  ports are removed again.  OpenFlow rules live in ovs-vswitchd, not in OVSDB: a restart of
-  ovs-vswitchd drops them (see :meth:`OvsSwitch.restore_rules`).
+  by that port number (:mod:`hook.switch.openflow`) are sent right after the commit, before the
+  hook returns and so before the container's app runs: the port may send only from its MAC (a
+  kernel port: and its addresses).  If they cannot be installed the ports are removed again.
+  Why after and not before the commit: only the commit makes the number ours (two starts read
+  the same free number; OpenFlow replaces an identical rule even with OFPFF_CHECK_OVERLAP, so
+  the loser's cleanup would delete the winner's drop rule).  The price: ovs-vswitchd answers
+  OpenFlow only after it applied the port (a PMD reload), so an add with rules waits for that.
+  Our stale rules on the number (left when ovs-vswitchd hung during a removal) are deleted first.
+  Removal deletes the rules first (ovs-vswitchd is idle then), then the ports.  OpenFlow rules
+  live in ovs-vswitchd, not in OVSDB: a restart of ovs-vswitchd drops them;
+  :meth:`OvsSwitch.restore_rules` puts them back from the ports' ``external_ids``.
 * Waiting for ovs-vswitchd: a transaction with a client-mode port (OVS creates the socket), a
   kernel port or a new bridge bumps ``next_cfg`` and waits until ``cur_cfg`` catches up, then
   reads each interface's ``error`` column: a setup error removes the ports again and raises.

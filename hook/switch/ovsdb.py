@@ -156,15 +156,16 @@ class Connection:
 
     def wait_until(self, table: str, columns: list[str], done: Callable[[dict[str, Any]], bool]) -> None:
         """Monitor ``table`` until ``done(row)`` holds for some row (or the deadline passes)."""
-        initial = self.call("monitor", [DB, "wait", {table: {"columns": columns}}])
+        monitor = f"wait{self._next_id}"  # unique per session: a finished monitor keeps sending updates
+        initial = self.call("monitor", [DB, monitor, {table: {"columns": columns}}])
         rows = [r for r in ((initial or {}).get(table) or {}).values()]
         if any(done(r.get("new") or {}) for r in rows):
             return
         while True:
             update = self._updates.pop(0) if self._updates else self._receive()
-            if update.get("method") != "update":
-                continue
             params = update.get("params") or [None, {}]
+            if update.get("method") != "update" or params[0] != monitor:
+                continue
             for change in ((params[1] or {}).get(table) or {}).values():
                 if done((change or {}).get("new") or {}):
                     return

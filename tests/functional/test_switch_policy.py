@@ -239,8 +239,10 @@ def test_rules_come_and_go_with_the_ports(ovs: OvsInstance, bridge: str) -> None
     sw.add_ports("ctr-rules", [p, q])
     cookies = {n: f"cookie=0x{openflow.port_cookie('policy', n):x}" for n in (p.name, q.name)}
     table = flows(ovs, bridge)
-    for port in (p, q):
-        row = ovs.row("Interface", port.name)
+    for port in (p, q):  # a server port is not waited for: ovs-vswitchd numbers it a moment later
+        deadline = time.monotonic() + 5
+        while (row := ovs.row("Interface", port.name)) is not None and row["ofport"] != row["ofport_request"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert row is not None and row["ofport"] == row["ofport_request"]
         mine = [line for line in table.splitlines() if cookies[port.name] in line]
         assert len(mine) == 2, table
@@ -269,6 +271,30 @@ def test_restore_rules_after_vswitchd_lost_them(ovs: OvsInstance, bridge: str, w
     # vhost port: own MAC, drop; kernel port: own MAC, drop, ARP + IPv4 of its address, IPv6 link-local + unspecified, 3 L3 drops
     assert after == before and len(after) == 2 + 9
     sw.remove_ports("ctr-restore", [p])
+
+
+def test_stale_rules_on_the_port_number_are_replaced(ovs: OvsInstance, bridge: str) -> None:
+    """Rules of ours left on a number (a removal while ovs-vswitchd hung) do not outlive the next port
+    on that number; flows that are not ours are left alone."""
+    sw = OvsSwitch(config(ovs, bridge))
+    first = lease(ovs, bridge, 0)
+    sw.add_ports("ctr-stale", [first])  # creates the bridge
+    row = ovs.row("Interface", first.name)
+    assert row is not None
+    number = row["ofport_request"] + 1
+    mgmt = f"unix:{ovs.rundir}/{bridge}.mgmt"
+    stale = f"cookie=0xd0c1000000000001,priority={openflow.PRIORITY_ALLOW_MAC},in_port={number},dl_src=02:66:66:66:66:66,actions=NORMAL"
+    admin = f"cookie=0x1234,priority=5,in_port={number},actions=NORMAL"
+    for flow in (stale, admin):
+        subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", mgmt, flow], check=True, timeout=10)
+    second = lease(ovs, bridge, 1)
+    sw.add_ports("ctr-stale", [second])
+    row = ovs.row("Interface", second.name)
+    assert row is not None and row["ofport_request"] == number
+    table = flows(ovs, bridge)
+    assert "cookie=0xd0c1000000000001" not in table and "02:66:66:66:66:66" not in table
+    assert "cookie=0x1234" in table
+    assert f"cookie=0x{openflow.port_cookie('policy', second.name):x}" in table
 
 
 def test_spoofed_source_mac_is_dropped_own_mac_passes(ovs: OvsInstance, bridge: str, wired: Callable[..., tuple[Veth, KernelPortSpec]]) -> None:
