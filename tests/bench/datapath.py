@@ -71,6 +71,7 @@ CORE_ANN = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
 HAND_HOST = "hand-wired, host process"
 HAND_CTR = "hand-wired, container"
 HOOK = "hook-wired"
+REFLECT_PRIORITY = 65535  # the highest OpenFlow priority
 
 
 class Testpmd:
@@ -409,9 +410,10 @@ def run_datapath(b: Bench) -> Section:
     fg.wait_for("testpmd> ", timeout_s=60)
     entry = env.ledger().get("dpflowgen")
     port = entry["ports"][0]["name"] if isinstance(entry, dict) else ""
-    # every frame goes back out of the port it came in on
+    # every frame goes back out of the port it came in on: above the hook's per-port anti-spoofing
+    # rules (allow the port's MAC -> NORMAL), which the pingpong container's port gets later
     ofctl("del-flows", mgmt)
-    ofctl("add-flow", mgmt, "priority=10,actions=in_port")
+    ofctl("add-flow", mgmt, f"priority={REFLECT_PRIORITY},actions=in_port")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and ovs.vsctl("get", "Interface", port, "link_state", wait=False).strip() != "up":
         time.sleep(0.2)
