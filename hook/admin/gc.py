@@ -38,6 +38,7 @@ class GcReport:
     orphan_records: list[str] = field(default_factory=list)
     orphan_links: list[str] = field(default_factory=list)  # ids of link directories no entry held
     errors: list[str] = field(default_factory=list)
+    rules_restored: int = 0  # ports whose anti-spoofing rules were (re)installed
 
     @property
     def freed_anything(self) -> bool:
@@ -101,8 +102,14 @@ def gc(config: Config, log: Log) -> GcReport:
         removed, failures = link_dirs.remove_unheld(config.state_dir, link_dirs.held_ids(data.entries.values()))
     report.orphan_links += removed
     report.errors += failures
+    if config.switch.anti_spoofing and (switch_owned or known):
+        # ovs-vswitchd forgets OpenFlow rules when it restarts; the periodic gc puts them back.
+        try:
+            report.rules_restored = len(make_switch(config.switch).restore_rules())
+        except HookError as exc:
+            report.errors.append(str(exc))
     log.info("gc done", released=report.released, orphan_ports=report.orphan_ports, orphan_records=report.orphan_records,
-             orphan_links=report.orphan_links, errors=report.errors)
+             orphan_links=report.orphan_links, rules_restored=report.rules_restored, errors=report.errors)
     return report
 
 

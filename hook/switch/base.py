@@ -40,6 +40,10 @@ class Switch(Protocol):
         """Owner -> names of ports the switch holds for it in this installation (by owner and scope tags)."""
         ...
 
+    def restore_rules(self) -> list[str]:
+        """Reinstall per-port rules the switch lost (ovs-vswitchd restarted); the ports' names."""
+        ...
+
     def remove_port_names(self, names: Sequence[str]) -> None:
         """Delete this installation's ports by name whoever owns them (``gc``, names from :meth:`owned_ports`)."""
         ...

@@ -68,5 +68,9 @@ class StaticSwitch:
         """Always empty: nothing on the switch side carries an owner tag."""
         return {}
 
+    def restore_rules(self) -> list[str]:
+        """No rules: the host app's sockets are not on a switch the hook manages."""
+        return []
+
     def remove_port_names(self, names: Sequence[str]) -> None:
         """Nothing to remove: the host app owns its sockets."""
