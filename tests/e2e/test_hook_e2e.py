@@ -167,10 +167,10 @@ def test_gc_frees_what_dead_containers_left(env: HookEnv, ovs: OvsInstance, tmp_
     try:
         assert list(env.ledger()) == ["orphan"]
         assert len(owned_interfaces(ovs)) == 1
-        # a port tagged for a container the ledger never knew
-        ovs.vsctl("add-port", "br-e2e", "strayport", "--", "set", "Interface", "strayport", "type=dpdkvhostuserclient",
-                  f"options:vhost-server-path={tmp_path}/stray.sock", f'{OWNER}="gone-long-ago"',
-                  f'external_ids:dpdk-oci-hook-scope="{load_config(env.config_path).switch.scope}"')
+        # a port tagged (as the hook tags Port and Interface) for an instance the ledger never knew
+        tags = [f'{OWNER}="gone-long-ago"', f'external_ids:dpdk-oci-hook-scope="{load_config(env.config_path).switch.scope}"']
+        ovs.vsctl("add-port", "br-e2e", "strayport", *tags, "--", "set", "Interface", "strayport", "type=dpdkvhostuserclient",
+                  f"options:vhost-server-path={tmp_path}/stray.sock", *tags)
         status = json.loads(env.run("status", "--json").stdout)
         assert [e["container_id"] for e in status["entries"]] == ["orphan"] and status["entries"][0]["alive"]
         gc = env.run("gc")
