@@ -309,7 +309,7 @@ def test_gc_rebuild_recovers_a_corrupt_ledger(env: HookEnv, ovs: OvsInstance, tm
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ledger = env.state_dir / "ledger.json"
-        ledger.write_text(ledger.read_text().replace('"cpus": [\n', '"cpus": [\n    1,\n', 1))  # tampered
+        ledger.write_text(ledger.read_text().replace('"cpus":[', '"cpus":[1,', 1))  # tampered
         refused = env.run("status")
         assert refused.returncode == 5 and "corrupt" in refused.stderr
         rebuilt = env.run("gc", "--rebuild")
