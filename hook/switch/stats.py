@@ -4,16 +4,19 @@ Read-only: two subprocess calls per read, each with a timeout; any failure is on
 :class:`~hook.errors.SwitchError`.  The counters are the switch's view: ``rx`` is what OVS
 received from the port (what the container sent), ``tx`` what OVS sent into it.
 
-Where the counters are, by interface type (OVS 3.1 and later, userspace datapath):
+Where the counters are, by interface type (measured on OVS 3.1, userspace datapath):
 
-* ``ovs-appctl dpctl/show -s`` asks ovs-vswitchd for every datapath port's live counters
-  (``netdev_get_stats``): packets, bytes and drops for ``dpdkvhostuser`` (the container's
-  client mode) and ``dpdkvhostuserclient`` (server mode) alike, and for kernel ports
-  (veth, tap).  This is the source used for packets and bytes.
-* The Interface table's ``statistics`` column is refreshed only every 5 s and, for
-  ``dpdkvhostuser`` on OVS 3.1, holds only the drop counters (``ovs-ofctl dump-ports``
-  shows ``?`` for its packets).  It is used for ``link_state``, the interface type, and as
-  a fallback for a counter ``dpctl/show -s`` does not give.
+* ``dpdkvhostuserclient`` (the container's server mode) and kernel ports: everywhere.
+  ``ovs-appctl dpctl/show -s`` gives them live (``netdev_get_stats``); the Interface
+  table's ``statistics`` column has them too but is refreshed only every 5 s; ``ovs-ofctl
+  dump-ports`` has them.  dpctl is the source used for packets and bytes.
+* ``dpdkvhostuser`` (the container's client mode): no packet or byte counters anywhere.
+  ``dpctl/show -s`` says "could not retrieve stats (Protocol error)", ``dump-ports`` shows
+  ``?``, and ``statistics`` holds only OVS's own drop counters (``ovs_tx_failure_drops``:
+  frames for the container that did not fit its ring, ``ovs_tx_*``/``ovs_rx_qos_drops``),
+  which are used as its tx/rx drops.  Its packets and bytes stay None ("?" in ``status``;
+  left out of ``metrics``).  ``dpif-netdev/pmd-stats-show`` counts per PMD, not per port.
+* The Interface table gives ``link_state`` and the type for every port.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from hook.config import SwitchConfig
 from hook.errors import SwitchError
 
 COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
+_OVS_TX_DROPS = ("ovs_tx_failure_drops", "ovs_tx_mtu_exceeded_drops", "ovs_tx_qos_drops", "ovs_tx_invalid_hwol_drops")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 _PORT_LINE = re.compile(r"^\s*port (\d+): (\S+)(?: \(([^:)]*)[^)]*\))?\s*$")
+_NEXT_PORT = re.compile(r"(?<=\S)\s+(?=port \d+: )")
 _FIELD = re.compile(r"^(packets|bytes|dropped):(\d+|\?)$")
 
 
@@ -60,6 +65,11 @@ def parse_interface_table(text: str) -> dict[str, PortCounters]:
     for raw in doc.get("data", []):
         row = dict(zip(doc["headings"], raw, strict=True))
         stats = _cell_map(row.get("statistics"))
+        # dpdkvhostuser on OVS 3.1 has only OVS's own drop counters: they are its drops
+        if "rx_dropped" not in stats and "ovs_rx_qos_drops" in stats:
+            stats["rx_dropped"] = stats["ovs_rx_qos_drops"]
+        if "tx_dropped" not in stats and any(key in stats for key in _OVS_TX_DROPS):
+            stats["tx_dropped"] = sum(int(stats.get(key, 0)) for key in _OVS_TX_DROPS)
         link = row.get("link_state")
         found[str(row["name"])] = PortCounters(
             name=str(row["name"]),
@@ -74,6 +84,9 @@ def parse_dpctl_show(text: str) -> dict[str, dict[str, int]]:
     """``ovs-appctl dpctl/show -s``: port name -> the counters it gives (``?`` left out)."""
     found: dict[str, dict[str, int]] = {}
     current: dict[str, int] | None = None
+    # a port whose stats fail ends in ", could not retrieve stats (Protocol error)" with no
+    # newline: the next "port N:" is on the same line
+    text = _NEXT_PORT.sub("\n  ", text)
     for line in text.splitlines():
         port = _PORT_LINE.match(line)
         if port:
