@@ -106,12 +106,27 @@ def containerd_findings(config_path: str = CONTAINERD_CONFIG) -> list[Finding]:
     if runtime is None:
         return [(WARN, f"containerd: no CRI runtime {RUNTIME} in {config_path}: RuntimeClass dpdk has no handler on this node",
                  "run install.sh (or the DaemonSet's install step), then restart containerd")]
+    found: list[Finding] = []
     allowed = runtime.get("container_annotations") or []
     if ANNOTATION_GLOB not in allowed:
-        return [(WARN, f"containerd: runtime {RUNTIME} does not pass container annotations {ANNOTATION_GLOB}: "
-                 "the device plugin's annotation never reaches the hook",
-                 f'add container_annotations = ["{ANNOTATION_GLOB}"] to the runtime {RUNTIME} in {config_path}, then restart containerd')]
-    return [(OK, f"containerd: runtime {RUNTIME} passes container annotations {ANNOTATION_GLOB}", "")]
+        found.append((WARN, f"containerd: runtime {RUNTIME} does not pass container annotations {ANNOTATION_GLOB}: "
+                      "the device plugin's annotation never reaches the hook",
+                      f'add container_annotations = ["{ANNOTATION_GLOB}"] to the runtime {RUNTIME} in {config_path}, then restart containerd'))
+    else:
+        found.append((OK, f"containerd: runtime {RUNTIME} passes container annotations {ANNOTATION_GLOB}", ""))
+    if cri_plugin(text).get("disable_hugetlb_controller", True) is not False:
+        found.append((WARN, "containerd: disable_hugetlb_controller is not false: kubelet's hugepage limits never reach a container's spec",
+                      f"set disable_hugetlb_controller = false in the CRI plugin's table of {config_path}, then restart containerd"))
+    return found
+
+
+def cri_plugin(config_text: str) -> dict[str, Any]:
+    """The CRI plugin's own table (where disable_hugetlb_controller lives) of a config.toml."""
+    data = tomllib.loads(config_text)
+    version = data.get("version", 1)
+    name = CRI_RUNTIMES.get(version if isinstance(version, int) else 0, ("",))[0]
+    table = data.get("plugins", {}).get(name, {})
+    return table if isinstance(table, dict) else {}
 
 
 def node_findings(kubelet_root: str = KUBELET_ROOT, numa_nodes: int = 1, plugin_dir: str = DEVICE_PLUGIN_DIR,

@@ -200,10 +200,14 @@ def _hugepages(resources: dict[str, Any], annotations: dict[str, Any]) -> tuple[
     return limit // (1024 * 1024), chosen
 
 
-def kubelet_request(spec: dict[str, Any], annotations: dict[str, Any]) -> KubeletResources | None:
+def kubelet_request(spec: dict[str, Any], annotations: dict[str, Any], pod_hugepage_limits: list[Any] | None = None) -> KubeletResources | None:
     """kubelet's cores and hugepages for a Kubernetes container; None if it is not one.
 
-    ``spec`` is the bundle's config.json, ``annotations`` the container's.  Refuses
+    ``spec`` is the bundle's config.json, ``annotations`` the container's.
+    ``pod_hugepage_limits`` (same shape as ``hugepageLimits``) stands in when the spec has no
+    non-zero hugepage limit: containerd's default ``disable_hugetlb_controller = true`` drops
+    kubelet's limits from the spec, while kubelet still sets them on the pod's cgroup, where
+    the caller may read them.  Refuses
     (:class:`KubeletResourceError`) when the annotations need exclusive cores (``cpus``) and
     kubelet gave the shared pool or another number of cores, or need hugepage memory
     (vhost-user ports, ``hugepages``) and the spec has no hugepage limit, or the
@@ -217,6 +221,8 @@ def kubelet_request(spec: dict[str, Any], annotations: dict[str, Any]) -> Kubele
     cpu = _dict(resources.get("cpu"))
     cpus, whole, exclusive = _cpus(cpu)
     hugepages_mib, page_kib = _hugepages(resources, annotations)
+    if not hugepages_mib and pod_hugepage_limits:
+        hugepages_mib, page_kib = _hugepages({"hugepageLimits": pod_hugepage_limits}, annotations)
     result = KubeletResources(context, cpus, exclusive, whole, hugepages_mib, page_kib)
 
     wanted_cpus = annotations.get(PREFIX + "cpus")

@@ -10,6 +10,8 @@ from hook.kubernetes.defaults import ENDPOINT
 from hook.kubernetes.node import ERROR, INFO, OK, WARN, containerd_findings, node_findings, top_level_value
 
 RUNTIME_V2 = """version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+{hugetlb}
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.dpdk]
   runtime_type = "io.containerd.runc.v2"
   pod_annotations = ["dpdk-oci-hook/*"]
@@ -46,16 +48,17 @@ def test_not_a_node(tmp_path: Path) -> None:
 
 def test_a_node_that_fits(tmp_path: Path) -> None:
     config = "kind: KubeletConfiguration\ncpuManagerPolicy: static\ntopologyManagerPolicy: single-numa-node  # NUMA\n"
-    found = node(tmp_path, "static", config, RUNTIME_V2.format(extra='  container_annotations = ["dpdk-oci-hook/*"]'), plugin=True)
+    containerd = RUNTIME_V2.format(extra='  container_annotations = ["dpdk-oci-hook/*"]', hugetlb="  disable_hugetlb_controller = false")
+    found = node(tmp_path, "static", config, containerd, plugin=True)
     assert levels(found) == [OK, OK, OK, OK], found
 
 
 def test_a_node_that_does_not(tmp_path: Path) -> None:
     """CPU manager none, no topology policy, no plugin, a runtime without container_annotations: each says its fix."""
-    found = node(tmp_path, "none", "cpuManagerPolicy: none\n", RUNTIME_V2.format(extra=""))
-    assert levels(found) == [WARN, WARN, WARN, WARN], found
+    found = node(tmp_path, "none", "cpuManagerPolicy: none\n", RUNTIME_V2.format(extra="", hugetlb=""))
+    assert levels(found) == [WARN, WARN, WARN, WARN, WARN], found
     assert all(fix for _level, _what, fix in found)
-    assert "container_annotations" in found[3][2]
+    assert "container_annotations" in found[3][2] and "disable_hugetlb_controller = false" in found[4][2]
 
 
 def test_fresh_node_and_missing_runtime(tmp_path: Path) -> None:

@@ -191,3 +191,12 @@ def test_page_sizes(text: str, kib: int) -> None:
 def test_bad_page_sizes(text: str) -> None:
     with pytest.raises(ValueError):
         parse_page_size_kib(text)
+
+
+def test_pod_level_limit_stands_in_for_a_spec_without_one() -> None:
+    """containerd's default drops hugepageLimits from the spec; the pod cgroup's limit, read by the caller, is used."""
+    pod = [{"pageSize": "2MB", "limit": 256 << 20}, {"pageSize": "1GB", "limit": 0}]
+    kube = kubelet_request(spec(huge=[]), ann(vhost_user="1"), pod_hugepage_limits=pod)
+    assert kube is not None and (kube.hugepages_mib, kube.hugepage_size_kib) == (256, 2048)
+    kube = kubelet_request(spec(), ann(vhost_user="1"), pod_hugepage_limits=pod)
+    assert kube is not None and kube.hugepages_mib == 128  # the container's own limit wins
