@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 b.cleanup(keep=mark)
             sec.seconds = time.monotonic() - t
             sections.append(sec)
-            b.say(f"=== {name} done in {sec.seconds:.0f} s")
+            b.say(f"=== {name} {'failed' if sec.error else 'done'} in {sec.seconds:.0f} s")
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up", file=sys.stderr)
         status = 130
