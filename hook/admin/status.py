@@ -116,7 +116,8 @@ def format_status(status: Status) -> str:
     if status.switch_error:
         lines.append(f"switch counters unavailable: {status.switch_error}")
     elif status.backend == "ovs" and any(port_list(row) for row in status.rows):
-        lines.append("counters as the switch counts them: rx = received from the container, tx = sent to it")
+        lines.append("counters as the switch counts them: rx = received from the container, tx = sent to it; "
+                     "? = the switch keeps none (dpdkvhostuser ports: drops only)")
     return "\n".join(lines)
 
 
