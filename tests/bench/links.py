@@ -200,11 +200,19 @@ def run_links(b: Bench) -> Section:
     sec.notes += notes
     sec.data = {"throughput": through, "throughput_rows": trows, "latency": latency, "latency_rows": lat_rows, "roles": roles,
                 "window_s": window, "turns": reps}
+    def turn_ratios(variant: str, frame: int) -> list[float]:
+        """variant / through OVS for each turn (the variants of a turn ran back to back, under the same load)."""
+        mine = [v.get("rx_pps", float("nan")) for v in through.get(variant, {}).get(frame, [])]
+        ref = [v.get("rx_pps", float("nan")) for v in through.get(OVS, {}).get(frame, [])]
+        return [m / r for m, r in zip(mine, ref, strict=False) if r > 0]
+
+    ratios = {v: {f: median(turn_ratios(v, f)) for f, _, _ in FRAMES} for v in (LINK_RX, LINK_ONEWAY)}
+    sec.data["ratios_to_ovs"] = ratios
     link64, ovs64 = med.get((LINK_RX, 64), float("nan")), med.get((OVS, 64), float("nan"))
-    sec.targets.append(Target("link_vs_ovs", "link / through OVS, 64 B, packets per second at the receiver (both reflected)",
-                              link64 / ovs64 if ovs64 else None, 2.0, "x", ">=",
-                              note=f"link {fmt(link64 / 1e6, 3)} Mpps vs OVS {fmt(ovs64 / 1e6, 3)} Mpps; one way "
-                                   f"{fmt(med.get((LINK_ONEWAY, 64), float('nan')) / 1e6, 3)} Mpps"))
+    sec.targets.append(Target("link_vs_ovs", "link / through OVS, 64 B, packets per second at the receiver (both reflected; "
+                                             "median of per-turn ratios)", ratios[LINK_RX][64], 2.0, "x", ">=",
+                              note=f"medians: link {fmt(link64 / 1e6, 3)} Mpps vs OVS {fmt(ovs64 / 1e6, 3)} Mpps; link one way / OVS "
+                                   f"{fmt(ratios[LINK_ONEWAY][64], 2)}x at 64 B, {fmt(ratios[LINK_ONEWAY][1518], 2)}x at 1518 B"))
     lat = {v: {r["frame"]: r["p50_us"] for r in lat_rows if r["variant"] == v} for v in (LINK_RX, OVS)}
     if lat[LINK_RX].get(64) and lat[OVS].get(64):
         sec.targets.append(Target("link_latency_vs_ovs", "link / through OVS, 64 B, median round trip with one packet in flight",
