@@ -33,7 +33,7 @@ from hook.switch.factory import make_switch
 class GcReport:
     """What a gc pass freed."""
 
-    released: list[str] = field(default_factory=list)
+    released: list[dict[str, str]] = field(default_factory=list)  # {"container_id", "key"} of each instance freed
     orphan_ports: dict[str, list[str]] = field(default_factory=dict)
     orphan_records: list[str] = field(default_factory=list)
     orphan_links: list[str] = field(default_factory=list)  # ids of link directories no entry held
@@ -54,7 +54,7 @@ def gc(config: Config, log: Log) -> GcReport:
     for key, cid in dead:
         try:
             if release_key(key, config, log):
-                report.released.append(f"{cid} ({key})")
+                report.released.append({"container_id": cid, "key": key})
         except HookError as exc:
             report.errors.append(f"{cid} ({key}): {exc}")
 
