@@ -2,8 +2,9 @@
 
 One port of each vhost-user type on a netdev bridge; one testpmd (one forwarding lcore, on
 CPU 0 beside the PMD's CPU 1) sends a known number of frames into each; the switch's
-counters must show those, live, for both types, and agree with OVS's OpenFlow port counters
-where OVS gives those (not for ``dpdkvhostuser``: ``ovs-ofctl dump-ports`` shows ``?`` there).
+counters must show them exactly for ``dpdkvhostuserclient`` (and agree with ``ovs-ofctl
+dump-ports``); for ``dpdkvhostuser`` OVS 3.1 has no packet counters at all, only its own drops
+(the frames flooded to it from the other port, which nobody reads, fill its ring and drop).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from tests.helpers.ovs_instance import OvsInstance
 
 TESTPMD = "/usr/bin/dpdk-testpmd"
 FRAME = 64  # testpmd txonly's default frame length (no FCS on software ports)
-RING = 256  # virtio_user's default ring size
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -48,7 +48,7 @@ def port_tx(tp: Interactive, port: int) -> int:
 
 
 def test_counters_of_both_vhost_user_types_follow_real_traffic(ovs: OvsInstance, tmp_path: Path) -> None:
-    """dpdkvhostuser (OVS makes the socket) and dpdkvhostuserclient (the app does): link up, exact rx counts."""
+    """dpdkvhostuserclient: exact live rx packets and bytes; dpdkvhostuser: link state and drops only (OVS 3.1)."""
     bridge, client, server = ovs.unique("brst"), ovs.unique("stc"), ovs.unique("sts")
     server_sock = tmp_path / "server.sock"
     ovs.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
@@ -83,30 +83,35 @@ def test_counters_of_both_vhost_user_types_follow_real_traffic(ovs: OvsInstance,
         sent = {client: port_tx(tp, 0), server: port_tx(tp, 1)}
         assert min(sent.values()) > 1000, sent
         deadline = time.monotonic() + 10
-        while True:  # the PMD drains the rings a moment after testpmd stops
+        while True:  # the PMD drains the ring a moment after testpmd stops
             after = stats.read([client, server, "no-such-port"])
-            got = {name: (after[name].rx_packets or 0) - (before[name].rx_packets or 0) for name in sent}
-            if got == sent or time.monotonic() > deadline:
+            got = (after[server].rx_packets or 0) - (before[server].rx_packets or 0)
+            if got == sent[server] or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert set(after) == {client, server}, "a port not on the switch is left out"
         assert after[client].type == "dpdkvhostuser" and after[server].type == "dpdkvhostuserclient"
-        for name in sent:  # up to two rings' worth may still sit in the sender's vring, not taken by the PMD
-            assert sent[name] - 2 * RING <= got[name] <= sent[name], f"switch rx {got} vs testpmd tx {sent}"
-        # the same numbers as OVS's own OpenFlow port counters where those exist (dpdkvhostuserclient)
+        # dpdkvhostuserclient: every frame counted, live, with its bytes; the same as OVS's OpenFlow port counters
+        assert got == sent[server], f"switch rx {got} vs testpmd tx {sent[server]}"
+        assert (after[server].rx_bytes or 0) - (before[server].rx_bytes or 0) == got * FRAME
         ofport = ovs.vsctl("get", "Interface", server, "ofport", wait=False).strip()
         dump = subprocess.run(["ovs-ofctl", "dump-ports", f"unix:{ovs.rundir}/{bridge}.mgmt", ofport],
                               capture_output=True, text=True, timeout=30, check=True).stdout
         rx_line = re.search(r"rx pkts=(\d+), bytes=(\d+)", dump)
         assert rx_line and int(rx_line.group(1)) == after[server].rx_packets, dump
-        for name in sent:
-            c, b = after[name], before[name]
-            assert (c.rx_bytes or 0) - (b.rx_bytes or 0) == got[name] * FRAME
-            assert c.tx_packets is not None and c.tx_dropped is not None and c.rx_dropped is not None
-        # frames flooded from each port to the other: the switch sent (or dropped at the full ring) them
-        for name, other in ((client, server), (server, client)):
-            out = (after[name].tx_packets or 0) + (after[name].tx_dropped or 0) - (before[name].tx_packets or 0) - (before[name].tx_dropped or 0)
-            assert out >= got[other], (name, out, got[other])
+        # the client port's frames were flooded to the server port: sent into it, or dropped at its full ring
+        into_server = sum((getattr(after[server], k) or 0) - (getattr(before[server], k) or 0) for k in ("tx_packets", "tx_dropped"))
+        assert into_server >= 0.99 * sent[client], (into_server, sent[client])
+        # dpdkvhostuser: OVS 3.1 gives no packet counters for it (left None, never a made-up 0), only its own drops
+        deadline = time.monotonic() + 12
+        while True:  # these come from the Interface table, which OVS refreshes every 5 s
+            c = stats.read([client])[client]
+            if (c.tx_dropped or 0) - (before[client].tx_dropped or 0) >= 0.99 * sent[server] - 256 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if c.rx_packets is not None:  # a newer OVS that counts them must count them right
+            assert 0.99 * sent[client] <= c.rx_packets - (before[client].rx_packets or 0) <= sent[client]
+        assert c.tx_dropped is not None and c.tx_dropped - (before[client].tx_dropped or 0) >= 0.99 * sent[server] - 256
         tp.send("quit")
         tp.wait_for("Bye", 30)
     finally:
