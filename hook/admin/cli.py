@@ -113,12 +113,14 @@ def cmd_explain(args: Any) -> int:
         "config.json": __import__("json").loads(plan.files["config.json"]),
     }
     res = decision.reservation
+    stand_in = f"/proc/{os.getpid()}/"
     text = "\n".join(
         [
             f"would reserve: cpus {res.cpus or '-'} on NUMA node {res.numa_node}, "
             f"{res.hugepages_mib} MiB of {res.hugepage_size_kib // 1024} MiB pages"
             + (f" (growing the pool by {decision.grow_pages} pages)" if decision.grow_pages else ""),
-            *(f"would add port {p.name} ({p.mode}) on {p.bridge}: {p.socket_host_path} -> {p.container_path}" for p in res.ports),
+            *(f"would add port {p.name} ({p.mode}) on {p.bridge}: {p.socket_host_path.replace(stand_in, '/proc/<pid>/')} -> {p.container_path}"
+              for p in res.ports),
             *(f"would {'join' if link.peer else 'open'} link {link.name} ({link.mode}, {link.role} side"
               + (f", other side held by {link.peer}" if link.peer else "") + f"): port net{link.index}, "
               f"{link.host_dir} -> {link.container_dir}" for link in res.links),
