@@ -15,7 +15,8 @@ def test_veth_owner_tags_are_scoped_to_the_installation() -> None:
 
 
 def test_summary_counts_and_errors() -> None:
-    report = GcReport(released=[{"container_id": "c1", "key": "k1"}], orphan_ports={"k2": ["dpkk2n0", "dpkk2n1"]}, orphan_records=["k3"], errors=["switch ovs: down"])
+    report = GcReport(released=[{"container_id": "c1", "key": "k1"}], orphan_ports={"k2": ["dpkk2n0", "dpkk2n1"]}, orphan_records=["k3"],
+                      errors=["switch ovs: down"])
     text = summary(report)
     assert text.startswith("released 1 reservation(s) of gone containers, 2 orphan switch port(s), 1 orphan owner record(s)")
     assert text.endswith("\n  error: switch ovs: down") and report.freed_anything
