@@ -185,6 +185,7 @@ class Reservation:
     uid: int = 0  # host uid/gid owning what the hook made for it (mapped through user namespaces)
     gid: int = 0
     sandbox: str = ""  # Kubernetes: the pod's sandbox id
+    run_dir: str = ""  # the host directory bound at the container's /run/dpdk (hook.host.run_dirs)
     kubelet: bool = False  # cores and memory were kubelet's choice
     links: list[LinkLease] = field(default_factory=list)
 

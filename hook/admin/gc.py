@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from hook.config import Config
 from hook.errors import HookError
-from hook.host import owner_records
+from hook.host import owner_records, run_dirs
 from hook.host.ledger import Ledger
 from hook.host.proc import process_alive
 from hook.model import STATE_ACTIVE, Reservation
@@ -72,6 +72,7 @@ def gc(config: Config, log: Log) -> GcReport:
     except HookError as exc:
         report.errors.append(str(exc))
     record_keys = owner_records.keys(config.state_dir)
+    run_keys = run_dirs.keys(config.state_dir)
     known = set(ledger.snapshot())
 
     for key, names in switch_owned.items():
@@ -90,6 +91,13 @@ def gc(config: Config, log: Log) -> GcReport:
             report.orphan_ports.setdefault("(kernel links)", []).extend(stray)
         except HookError as exc:
             report.errors.append(str(exc))
+    for key in run_keys:
+        if key not in known:
+            try:
+                run_dirs.remove(config.state_dir, key)
+                report.orphan_records.append(f"run/{key}")
+            except HookError as exc:
+                report.errors.append(str(exc))
     for key in record_keys:
         if key not in known:
             owner_records.remove_any(config.state_dir, key)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hook.config import BridgePolicy, Config
 from hook.constants import PREFIX
 from hook.decide.links import lease_links
-from hook.decide.names import default_mac, kernel_port_name, port_name, server_socket_host_path
+from hook.decide.names import default_mac, kernel_port_name, port_name, run_dir_path, server_socket_host_path
 from hook.errors import AnnotationError, PolicyError, ResourceExhausted
 from hook.host.topology import HugepagePool, Topology
 from hook.model import (
@@ -210,9 +210,7 @@ def _ports(request: Request, config: Config, entries: dict[str, Reservation], in
         elif mode == MODE_CLIENT:
             host_path = client_socket_path(config.switch, name)
         else:
-            if not instance.pid:
-                raise AnnotationError(key=VHOST_KEY, reason=f"{where}: a server-mode port needs the container's pid")
-            host_path = server_socket_host_path(instance.pid, index)
+            host_path = server_socket_host_path(config.state_dir, key, index)
         if len(host_path.encode()) > SUN_PATH_MAX:
             raise ResourceExhausted(
                 resource=f"room in a socket path ({host_path} is over {SUN_PATH_MAX} bytes)", wanted=len(host_path.encode()), available=SUN_PATH_MAX
@@ -320,6 +318,7 @@ def allocate(
         created=now,
         kernel_ports=kernel_ports,
         sandbox=request.sandbox,
+        run_dir=run_dir_path(config.state_dir, key),
         kubelet=request.kubelet,
         links=links,
     )

@@ -8,8 +8,6 @@ MACs locally administered.
 
 from __future__ import annotations
 
-from hook.model import CONTAINER_RUN_DIR
-
 KEY_HEX = 16  # 64 random bits
 
 
@@ -53,11 +51,16 @@ def file_prefix(key: str) -> str:
     return f"dpk{key[:12]}"
 
 
-def server_socket_host_path(pid: int, index: int) -> str:
-    """Where the switch finds the app's server-mode socket: through the container's own root.
+def run_dir_path(state_dir: str, key: str) -> str:
+    """The host directory the instance's /run/dpdk is (a nosymfollow tmpfs: hook.host.run_dirs)."""
+    return f"{state_dir.rstrip('/')}/run/{key}"
 
-    ``/proc/<pid>/root`` resolves every later component, symlinks included, inside the
-    container's mount namespace: a container that swaps its socket for a symlink to another
-    tenant's socket points the switch at a path inside its own root, not at the other tenant.
+
+def server_socket_host_path(state_dir: str, key: str, index: int) -> str:
+    """Where the switch finds the app's server-mode socket: in the instance's run directory.
+
+    Every directory above the socket is the host's and no container can write it; the
+    socket's own directory is a nosymfollow mount, so a symlink planted in place of the
+    socket is never followed.
     """
-    return f"/proc/{pid}/root{CONTAINER_RUN_DIR}/net{index}.sock"
+    return f"{run_dir_path(state_dir, key)}/net{index}.sock"

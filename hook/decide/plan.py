@@ -26,12 +26,6 @@ from hook.units import format_size_kib
 CONFIG_SCHEMA_VERSION = 1
 
 
-# The container's /run/dpdk: a private tmpfs in its own mount namespace, capped so a
-# container cannot fill anything of the host's through it.
-RUN_DIR_SIZE = "16m"  # EAL keeps its runtime dir (/var/run/dpdk/<prefix>: memseg fbarrays) here too
-RUN_DIR_INODES = 1024
-
-
 def eal_args(res: Reservation) -> tuple[str, ...]:
     """EAL arguments that work as they are inside the container."""
     args: list[str] = []
@@ -112,11 +106,6 @@ def hugetlbfs_options(res: Reservation) -> str:
     return f"pagesize={page},size={size},min_size={size},mode=0700,uid={res.uid},gid={res.gid}"
 
 
-def run_dir_options(res: Reservation) -> str:
-    """Mount data for the container's /run/dpdk: small, few inodes, the app may create sockets."""
-    return f"size={RUN_DIR_SIZE},nr_inodes={RUN_DIR_INODES},mode=0750,uid={res.uid},gid={res.gid}"
-
-
 def make_plan(res: Reservation) -> Plan:
     """Everything apply must do for this reservation."""
     args = eal_args(res)
@@ -124,7 +113,8 @@ def make_plan(res: Reservation) -> Plan:
         "config.json": json.dumps(app_config(res, args), indent=2) + "\n",
         "eal.args": " ".join(args) + "\n",
     }
-    mounts = [Mount(kind="tmpfs", target=CONTAINER_RUN_DIR, options=run_dir_options(res), files=tuple(sorted(files.items())))]
+    # the instance's run directory (a capped, nosymfollow tmpfs on the host, hook.host.run_dirs)
+    mounts = [Mount(kind="bind", target=CONTAINER_RUN_DIR, source=res.run_dir)]
     # each link's directory: a clone of its host tmpfs, inside the container's /run/dpdk
     mounts += [Mount(kind="tree", target=link.container_dir, source=link.host_dir) for link in res.links]
     if res.hugepages_mib:

@@ -101,8 +101,6 @@ def check_invariants(entries: dict[str, Reservation]) -> str | None:
             if port.name in names:
                 return f"port {port.name} is held by both {names[port.name]!r} and {key!r}"
             names[port.name] = key
-            if port.socket_host_path.startswith("/proc/"):
-                continue  # a path through the instance's own root, not a file of the host
             if port.socket_host_path in sockets:
                 return f"socket {port.socket_host_path} is held by both {sockets[port.socket_host_path]!r} and {key!r}"
             sockets[port.socket_host_path] = key

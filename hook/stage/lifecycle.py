@@ -25,7 +25,7 @@ from hook.decide.allocate import allocate
 from hook.decide.names import new_key
 from hook.decide.plan import make_plan
 from hook.errors import ResourceExhausted, StateError
-from hook.host import owner_records
+from hook.host import owner_records, run_dirs
 from hook.host.ledger import Ledger
 from hook.host.proc import id_maps, pid_start_time, process_alive
 from hook.model import STATE_ACTIVE, STATE_RELEASING, Instance, Request, Reservation
@@ -187,6 +187,8 @@ def prestart(state: State, config: Config, log: Log, budget: Budget | None = Non
         budget.check("the reservation")
         owner_records.write(config.state_dir, res)
         undo.push("owner record", lambda: owner_records.remove_any(config.state_dir, res.key))
+        run_dirs.create(config.state_dir, res.key, res.uid, res.gid, plan.files)
+        undo.push("run dir", lambda: run_dirs.remove(config.state_dir, res.key))
         if res.links:
             # Under the ledger lock: the link's other side may be starting or stopping now.
             # Undone with the ledger entry (_drop_entry removes a directory no one holds).
@@ -292,8 +294,9 @@ def release_key(key: str, config: Config, log: Log, budget: Budget | None = None
 
         veth.remove([k.host_name for k in res.kernel_ports])
     faults.point("kernel-ports-removed")
-    # The container's mounts (its /run/dpdk tmpfs, its hugetlbfs) live only in its mount
-    # namespace and went with it.
+    # The container's own mounts (its hugetlbfs, its binds) went with its mount namespace;
+    # its run directory is the host's to remove.
+    run_dirs.remove(config.state_dir, key)
     owner_records.remove_any(config.state_dir, key)
     faults.point("socket-dir-removed")
     _drop_entry(ledger, config, res, log)

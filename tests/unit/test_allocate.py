@@ -68,12 +68,12 @@ def test_pending_reservations_count_against_the_pool() -> None:
 
 
 def test_ports_get_hook_made_names_and_paths() -> None:
-    """Port names fit 15 chars; OVS reaches server sockets through the container's root, client ones are in its rundir."""
+    """Port names fit 15 chars; server sockets are in the instance's run dir on the host, client ones in OVS's rundir."""
     two = Config(**{**CFG.__dict__, "policy": (BridgePolicy("br-dpdk"), BridgePolicy("br9"))})
     r = take(Request(ports=(PortRequest(), PortRequest(mode="client", bridge="br9", mac="02:00:00:00:00:09")), hugepages_mib=64), cfg=two).reservation
     a, b = r.ports
     assert a.name == port_name("c1", 0) and len(a.name) <= 15 and a.name != b.name
-    assert a.mode == "server" and a.socket_host_path == "/proc/4242/root/run/dpdk/net0.sock" and a.bridge == "br-dpdk"
+    assert a.mode == "server" and a.socket_host_path == "/run/h/run/c1/net0.sock" == f"{r.run_dir}/net0.sock" and a.bridge == "br-dpdk"
     assert b.mode == "client" and b.socket_host_path == f"/var/run/openvswitch/{b.name}" and b.bridge == "br9"
     assert b.mac == "02:00:00:00:00:09" and a.mac.startswith("02:")
     assert a.container_path == "/run/dpdk/net0.sock" and b.container_path == "/run/dpdk/net1.sock"

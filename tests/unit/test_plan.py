@@ -11,7 +11,7 @@ from hook.model import PortLease, Reservation
 def reservation(cpus: list[int], ports: list[PortLease], mib: int = 512, uid: int = 0, gid: int = 0) -> Reservation:
     return Reservation(
         key="0123456789abcdef", container_id="c1", state="pending", backend="ovs", numa_node=0, cpus=cpus,
-        hugepage_size_kib=2048, hugepages_mib=mib, ports=ports, uid=uid, gid=gid,
+        hugepage_size_kib=2048, hugepages_mib=mib, ports=ports, uid=uid, gid=gid, run_dir="/run/h/run/0123456789abcdef",
     )
 
 
@@ -41,9 +41,8 @@ def test_mounts_and_compat_socket() -> None:
     """A private capped tmpfs holding the app's files, a capped pre-reserved hugetlbfs; a lone client socket also at /var/run/usvhost."""
     plan = make_plan(reservation([1], [lease(0, "client")], mib=64, uid=101000, gid=101000))
     kinds = [(m.kind, m.target) for m in plan.mounts]
-    assert kinds == [("tmpfs", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
-    assert plan.mounts[0].options == "size=16m,nr_inodes=1024,mode=0750,uid=101000,gid=101000"
-    assert dict(plan.mounts[0].files) == plan.files
+    assert kinds == [("bind", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
+    assert plan.mounts[0].source == "/run/h/run/0123456789abcdef"
     assert plan.mounts[1].options == "pagesize=2M,size=64M,min_size=64M,mode=0700,uid=101000,gid=101000"
     assert [(m.target, m.source, m.file) for m in plan.socket_mounts] == [
         ("/run/dpdk/net0.sock", "/host/0.sock", True),
