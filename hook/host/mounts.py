@@ -13,7 +13,8 @@ container's mount namespace:
 
 * each target is resolved with ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` relative
   to an ``O_PATH`` fd of the rootfs, so symlinks (absolute, relative, ``..``) stay inside it;
-  missing components are made with ``mkdirat``/``openat(O_EXCL)`` relative to the parent fd
+  missing components are made with ``mkdirat``/``openat(O_EXCL)`` relative to the parent fd,
+  as the parent's owner (a user namespace's filesystem cannot hold the host root's inodes),
   and re-opened with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS``;
 * the resolved fd is checked: strictly below the rootfs, not in its ``/proc`` or ``/sys``,
   not on procfs/sysfs, of the right type;
@@ -82,6 +83,7 @@ _IN_ROOT = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS
 _BENEATH = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS
 _FORBIDDEN_TOP = ("proc", "sys")  # mounting over these is how a container reaches host knobs
 _MAX_OPTIONS = 4095  # mount(2) copies at most one page of data
+_NO_ID = 0xFFFFFFFF  # (uid_t) -1: setfsuid/setfsgid change nothing and return the current id
 
 
 class _OpenHow(ctypes.Structure):
@@ -118,6 +120,12 @@ class _Libc:
         self.poll = lib.poll
         self.poll.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int]
         self.poll.restype = ctypes.c_int
+        self.setfsuid = lib.setfsuid
+        self.setfsuid.argtypes = [ctypes.c_uint]
+        self.setfsuid.restype = ctypes.c_int
+        self.setfsgid = lib.setfsgid
+        self.setfsgid.argtypes = [ctypes.c_uint]
+        self.setfsgid.restype = ctypes.c_int
 
 
 _LIBC: _Libc | None = None
@@ -291,13 +299,47 @@ def _check_target(fd: int, root: str, target: str, want_file: bool | None) -> st
     return path
 
 
-def _make_beneath(parentfd: int, name: str, as_file: bool, target: str) -> int:
-    """Create ``name`` in ``parentfd`` unless it exists; open it without following symlinks."""
+def _set_fs_ids(uid: int, gid: int) -> tuple[int, int]:
+    """Make the thread's filesystem uid/gid ``uid``/``gid``; return the previous ones."""
+    lib = _libc()
+    old_gid = lib.setfsgid(gid)  # the group first: CAP_SETGID stays effective whatever the fsuid is
+    old_uid = lib.setfsuid(uid)
+    # setfs*id report no error: read the ids back (an invalid id changes nothing, returns the current)
+    if lib.setfsuid(_NO_ID) != uid or lib.setfsgid(_NO_ID) != gid:
+        lib.setfsuid(old_uid)
+        lib.setfsgid(old_gid)
+        raise OSError(errno.EPERM, f"cannot take filesystem ids {uid}:{gid}")
+    return old_uid, old_gid
+
+
+def _create_as_owner(parentfd: int, name: str, as_file: bool) -> None:
+    """Create ``name`` in ``parentfd`` with the fsuid/fsgid of the directory's owner.
+
+    A filesystem mounted inside a user namespace (the runtime's /dev tmpfs, say) refuses to
+    create an inode for an id it cannot map (EOVERFLOW), and the host's root is not mapped in
+    the container's namespace; the directory's owner is.  So the new entry belongs to whoever
+    owns its parent, as if they had made it (and needs their write permission there, not
+    root's override); in a directory of the hook's own user nothing changes.  The child is
+    single-threaded and setfs*id act on the calling thread only: the switch covers this one
+    create, and the ids are back before any lookup or mount.
+    """
+    owner = os.fstat(parentfd)
+    ids = (owner.st_uid, owner.st_gid)
+    previous = _set_fs_ids(*ids) if ids != (os.geteuid(), os.getegid()) else None
     try:
         if as_file:
             os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=parentfd))
         else:
             os.mkdir(name, 0o755, dir_fd=parentfd)
+    finally:
+        if previous is not None:
+            _set_fs_ids(*previous)
+
+
+def _make_beneath(parentfd: int, name: str, as_file: bool, target: str) -> int:
+    """Create ``name`` in ``parentfd`` unless it exists; open it without following symlinks."""
+    try:
+        _create_as_owner(parentfd, name, as_file)
     except FileExistsError:
         pass  # made concurrently, or a dangling symlink: the no-symlink open below decides
     except OSError as exc:

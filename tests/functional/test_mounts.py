@@ -335,3 +335,40 @@ def test_refuses_the_hosts_own_mount_namespace(ws: Workspace) -> None:
         apply_mounts(os.getpid(), str(rootfs), [Mount("hugetlbfs", "/dev/hugepages", options="pagesize=2M,size=2M")])
 
     assert list(rootfs.iterdir()) == []
+
+
+USERNS_HOST_ID = 100000  # the host uid and gid of the user-namespaced container's root
+
+
+def test_mountpoints_in_a_user_namespace_belong_to_its_root(ws: Workspace) -> None:
+    """In a container with its own user namespace, mountpoints made in its /dev (a tmpfs the host's root may not own) belong to its root."""
+    os.chmod(ws.path, 0o755)  # the mapped root must reach its rootfs
+    sock_path = ws.path / "net0.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock_path))
+    bundle = ws.bundle()
+    for top in ("dev", "proc", "sys"):  # the rootfs is the host root's: the mapped root could not make them
+        (bundle.rootfs / top).mkdir()
+    cfg = bundle.config
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    mapping = [{"containerID": 0, "hostID": USERNS_HOST_ID, "size": 65536}]
+    cfg["linux"]["uidMappings"] = cfg["linux"]["gidMappings"] = mapping
+    bundle.config = cfg
+    mounts = [Mount("hugetlbfs", "/dev/hugepages", options="pagesize=2M,size=16M"), Mount("bind", "/dev/vhost/net0.sock", str(sock_path), file=True)]
+    bundle.set_hook(mounts)
+    bundle.set_command("/usr/bin/sleep", "30")
+    pid = bundle.run_detached()
+
+    with open(f"/proc/{pid}/mountinfo") as f:
+        mounted = {mp for mp, _ in mounts_of(f.read())}
+    remove_mounts(pid, str(bundle.rootfs), [m.target for m in mounts])  # uncover the mountpoints themselves
+    made = ("/dev/hugepages", "/dev/vhost", "/dev/vhost/net0.sock")
+    owners = {path: os.lstat(f"/proc/{pid}/root{path}") for path in made}
+    dev = os.stat(f"/proc/{pid}/root/dev")
+    bundle.delete()
+
+    assert bundle.hook_result()["ok"] is True
+    assert {"/dev/hugepages", "/dev/vhost/net0.sock"} <= mounted
+    assert (dev.st_uid, dev.st_gid) == (USERNS_HOST_ID, USERNS_HOST_ID)  # the runtime's tmpfs, made in the namespace
+    assert {path: (st.st_uid, st.st_gid) for path, st in owners.items()} == dict.fromkeys(made, (USERNS_HOST_ID, USERNS_HOST_ID))
+    assert not (bundle.rootfs / "dev" / "vhost").exists()  # made in the container's /dev, not below its rootfs
