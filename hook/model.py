@@ -188,6 +188,7 @@ class Reservation:
     run_dir: str = ""  # the host directory bound at the container's /run/dpdk (hook.host.run_dirs)
     kubelet: bool = False  # cores and memory were kubelet's choice
     links: list[LinkLease] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)  # the cpuset cgroup directories its pinning writes
 
     @property
     def instance(self) -> Instance:

@@ -8,10 +8,14 @@ processes inherit; the cgroup write makes it stick for processes that reset thei
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from hook.errors import CgroupError
 from hook.units import format_cpulist
+
+if TYPE_CHECKING:
+    from hook.model import Reservation
 
 
 def _mount_points() -> tuple[str | None, str | None]:
@@ -49,6 +53,25 @@ def cgroup_dirs(pid: int) -> list[str]:
             if os.path.exists(os.path.join(v2_dir, "cpuset.cpus")):  # controller enabled there
                 dirs.append(v2_dir)
     return dirs
+
+
+def check_own_cgroups(res: Reservation, entries: Iterable[Reservation], alive: Callable[[Reservation], bool]) -> None:
+    """Refuse ``res`` if one of its cgroups holds another live instance and either has cores to pin.
+
+    runc names a container's cgroup after its id when config.json has no cgroupsPath, so the
+    same id under two runtime roots lands in one cgroup: pinning the second would re-pin the
+    first onto the second's cores.  Called under the ledger lock, before anything is made.
+    """
+    mine = set(res.cgroups)
+    for other in entries:
+        shared = mine.intersection(other.cgroups)
+        if other.key == res.key or not shared or not (res.cpus or other.cpus) or not alive(other):
+            continue
+        raise CgroupError(
+            path=min(shared),
+            reason=f"container {res.container_id} shares this cgroup with the running container {other.container_id} "
+            f"(bundle {other.bundle}, pid {other.pid}): pinning one would re-pin the other; give each container its own cgroupsPath",
+        )
 
 
 def _write(path: str, value: str) -> None:

@@ -103,15 +103,17 @@ def _request(bundle_config: dict[str, Any], annotations: dict[str, Any], config:
 def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instance, uid: int, gid: int,
              log: Log) -> Reservation:
     """Record the reservation (and any pool growth, before it happens), then grow the pool."""
-    from hook.host import hugepages
+    from hook.host import cgroups, hugepages
     from hook.host.topology import read_topology
 
     key = new_key(os.urandom(8))
+    cgroup_dirs = cgroups.cgroup_dirs(instance.pid) if instance.pid is not None else []
     with ledger.locked() as data:
         # Pools are read under the lock: what another start reserved a moment ago is visible.
         decision = allocate(request, config, read_topology(), data.entries, instance, key, time.time())
         res = decision.reservation
-        res.uid, res.gid = uid, gid
+        res.uid, res.gid, res.cgroups = uid, gid, cgroup_dirs
+        cgroups.check_own_cgroups(res, data.entries.values(), alive)
         if res.links:
             from hook.decide.links import check_link_users
 
