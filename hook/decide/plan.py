@@ -113,8 +113,10 @@ def make_plan(res: Reservation) -> Plan:
         "config.json": json.dumps(app_config(res, args), indent=2) + "\n",
         "eal.args": " ".join(args) + "\n",
     }
-    # the instance's run directory (a capped, nosymfollow tmpfs on the host, hook.host.run_dirs)
-    mounts = [Mount(kind="bind", target=CONTAINER_RUN_DIR, source=res.run_dir)]
+    # the instance's run directory (a capped, nosymfollow tmpfs on the host, hook.host.run_dirs):
+    # mounted on the host after the container's namespace was made, so it does not show there
+    # (private propagation) and is attached as a clone ("tree"), not bound by path
+    mounts = [Mount(kind="tree", target=CONTAINER_RUN_DIR, source=res.run_dir)]
     # each link's directory: a clone of its host tmpfs, inside the container's /run/dpdk
     mounts += [Mount(kind="tree", target=link.container_dir, source=link.host_dir) for link in res.links]
     if res.hugepages_mib:

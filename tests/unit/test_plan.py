@@ -41,7 +41,7 @@ def test_mounts_and_compat_socket() -> None:
     """A private capped tmpfs holding the app's files, a capped pre-reserved hugetlbfs; a lone client socket also at /var/run/usvhost."""
     plan = make_plan(reservation([1], [lease(0, "client")], mib=64, uid=101000, gid=101000))
     kinds = [(m.kind, m.target) for m in plan.mounts]
-    assert kinds == [("bind", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
+    assert kinds == [("tree", "/run/dpdk"), ("hugetlbfs", "/dev/hugepages")]
     assert plan.mounts[0].source == "/run/h/run/0123456789abcdef"
     assert plan.mounts[1].options == "pagesize=2M,size=64M,min_size=64M,mode=0700,uid=101000,gid=101000"
     assert [(m.target, m.source, m.file) for m in plan.socket_mounts] == [
