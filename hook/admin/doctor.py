@@ -270,6 +270,11 @@ def run_doctor(
     found += check_registration(layout, settings)
     if config is not None:
         found += check_ledger(config)
+    from hook.kubernetes.node import node_findings  # nothing on a host that is not a Kubernetes node
+
+    node_root = "/sys/devices/system/node"
+    numa_nodes = sum(n.startswith("node") and n[4:].isdigit() for n in os.listdir(node_root)) if os.path.isdir(node_root) else 1
+    found += [Finding(*item) for item in node_findings(numa_nodes=max(1, numa_nodes))]
     return found
 
 

@@ -131,6 +131,11 @@ def _kubelet_choice(request: Request, config: Config, topo: Topology, entries: d
     hold the memory, and no other container of the ledger may hold one of the cores.
     """
     cpus = sorted(request.kubelet_cpus)
+    reserved = [cpu for cpu in cpus if cpu in config.reserved_cpus]
+    if reserved:
+        raise ResourceExhausted(resource=f"exclusive cores: kubelet gave {format_cpulist(cpus)} but {format_cpulist(reserved)} is reserved "
+                                         "on this host (cpus.reserved, e.g. the switch's PMD): add it to kubelet's reservedSystemCPUs",
+                                wanted=len(cpus), available=len(cpus) - len(reserved))
     held = {cpu: res.container_id for res in entries.values() for cpu in res.cpus}
     clash = [cpu for cpu in cpus if cpu in held]
     if clash:

@@ -184,4 +184,6 @@ def test_kubelet_cores_are_recorded_never_picked() -> None:
     with pytest.raises(ResourceExhausted, match="kubelet gave 7 but 7 is held by container .k."):
         take(Request(kubelet=True, kubelet_cpus=(7,)), {"k": r}, topo=big, cid="x")
     with pytest.raises(ResourceExhausted, match="single-numa-node"):
-        take(Request(kubelet=True, kubelet_cpus=(3, 4)), topo=big, cid="y")
+        take(Request(kubelet=True, kubelet_cpus=(3, 5)), topo=big, cid="y")
+    with pytest.raises(ResourceExhausted, match="4 is reserved on this host"):
+        take(Request(kubelet=True, kubelet_cpus=(4, 5)), topo=big, cid="z")

@@ -99,7 +99,8 @@ def test_containerd_merge_appends_a_block_and_keeps_the_rest() -> None:
     merged = merge.containerd_merge(DEBIAN_CONTAINERD, SHIM)
     assert merged.startswith(DEBIAN_CONTAINERD)
     runtime = _runtime(merged, "io.containerd.grpc.v1.cri")
-    assert runtime == {"runtime_type": "io.containerd.runc.v2", "pod_annotations": ["dpdk-oci-hook/*"], "options": {"BinaryName": SHIM}}
+    assert runtime == {"runtime_type": "io.containerd.runc.v2", "pod_annotations": ["dpdk-oci-hook/*"],
+                       "container_annotations": ["dpdk-oci-hook/*"], "options": {"BinaryName": SHIM}}
     assert tomllib.loads(merged)["plugins"]["io.containerd.grpc.v1.cri"]["cni"]["bin_dir"] == "/usr/lib/cni"
 
 

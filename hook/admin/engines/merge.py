@@ -160,6 +160,8 @@ def containerd_block(version: int, shim: str) -> str:
             f"[{table}]",
             '  runtime_type = "io.containerd.runc.v2"',
             f"  pod_annotations = {json.dumps(POD_ANNOTATIONS)}",
+            # the device plugin's Allocate gives the container (not the pod) our annotation
+            f"  container_annotations = {json.dumps(POD_ANNOTATIONS)}",
             f"[{table}.options]",
             f"  BinaryName = {json.dumps(shim)}",
             BLOCK_END,
