@@ -130,7 +130,7 @@ def test_switch_failure_after_mounts_rolls_everything_back(tmp_path: Path, ovs: 
     assert proc.returncode != 0
     assert "dpdk-oci-hook: switch ovs:" in proc.stderr
     rolled = [e.get("step") for e in env.events() if e["event"] == "rolled back"]
-    assert rolled == ["mounts", "owner record", "ledger entry"]
+    assert rolled == ["mounts", "run dir", "owner record", "ledger entry"]
     assert_nothing_left(env, ovs, before)
 
 
