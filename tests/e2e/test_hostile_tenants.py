@@ -29,12 +29,14 @@ import pytest
 
 from hook.admin import demo
 from hook.admin.runc_bundle import Container, make_bundle, run_to_end
+from hook.units import format_cpulist
 from tests.helpers.hook_env import HookEnv
 from tests.helpers.ovs_instance import OvsInstance
 from tests.helpers.tenants import (
     BridgeRule,
     FrameCounter,
     P,
+    Started,
     add_bridge,
     add_receiver,
     cpus_allowed,
@@ -322,64 +324,104 @@ def test_testpmd_spoofed_source_mac_is_dropped(bridge: str, ovs: OvsInstance, tm
 # --- identity: same id, two runtime roots ---------------------------------------------------------------
 
 
-def test_same_id_in_two_runc_roots(bridge: str, ovs: OvsInstance, tmp_path: Path) -> None:
-    """Two live 'dup' containers under two runc roots never share a core or a port, and one's stop never frees the other."""
+DUP_ANNOTATIONS = {P + VHOST: "1", P + "cpus": "1", P + "hugepages": "32Mi"}
+
+
+def dup_bundle(path: Path, config_path: str, cgroups_path: str | None = None) -> str:
+    """A bundle of a container that will be named 'dup'; with ``cgroups_path``, its own cgroup."""
+    bundle = make_bundle(str(path), ["/bin/sleep", "300"], DUP_ANNOTATIONS, config_path)
+    if cgroups_path is not None:
+        spec = json.loads(Path(bundle, "config.json").read_text())
+        spec["linux"]["cgroupsPath"] = cgroups_path
+        Path(bundle, "config.json").write_text(json.dumps(spec, indent=1))
+    return bundle
+
+
+class FirstDup:
+    """The first live 'dup': what it holds when it starts, and a check that it still holds exactly that."""
+
+    def __init__(self, env: HookEnv, ovs: OvsInstance, started: Started) -> None:
+        assert started.pid is not None, started.stderr
+        self.env, self.ovs, self.pid = env, ovs, started.pid
+        (self.entry,) = entries_of(env, "dup")
+        self.ports, self.cpus = hook_ports(ovs), cpus_allowed(started.pid)
+        assert len(self.ports) == 1 and self.cpus == format_cpulist(self.entry["cpus"]), (self.ports, self.cpus, self.entry)
+
+    def intact(self, when: str) -> None:
+        entries = entries_of(self.env, "dup")
+        summary = [{k: e.get(k) for k in ("key", "pid", "bundle", "cpus", "state")} for e in entries]
+        assert [e for e in entries if e.get("pid") == self.pid] == [self.entry], f"{when}: the first 'dup' lost its reservation: {summary}"
+        assert set(self.ports) <= set(hook_ports(self.ovs)), f"{when}: the first 'dup' lost its port"
+        assert cpus_allowed(self.pid) == self.cpus, (f"{when}: the first 'dup' runs on CPUs {cpus_allowed(self.pid)}, not its reserved "
+                                                     f"{self.cpus} (cpuset cgroup {cpuset_cgroup(self.pid)})")
+
+
+def test_same_id_in_two_runc_roots_sharing_a_cgroup_is_refused(bridge: str, ovs: OvsInstance, tmp_path: Path) -> None:
+    """A second 'dup' under another runc root, put by runc in the first's cgroup (no cgroupsPath), is refused; the first keeps its core and port."""
     env = policy_env(tmp_path / "cfg", ovs, (BridgeRule(bridge),), pool="0-1", reserved="")
-    annotations = {P + VHOST: "1", P + "cpus": "1", P + "hugepages": "32Mi"}
     root_a, root_b = str(tmp_path / "runc-a"), str(tmp_path / "runc-b")
-    bundle_a = make_bundle(str(tmp_path / "a"), ["/bin/sleep", "300"], annotations, env.config_path)
-    bundle_b = make_bundle(str(tmp_path / "b"), ["/bin/sleep", "300"], annotations, env.config_path)
-    a = start_detached(root_a, bundle_a, "dup")
+    bundle_a, bundle_b = dup_bundle(tmp_path / "a", env.config_path), dup_bundle(tmp_path / "b", env.config_path)
+    started_a = start_detached(root_a, bundle_a, "dup")
     try:
-        assert a.pid is not None, a.stderr
-        (entry_a,) = entries_of(env, "dup")
-        ports_a, cpus_a = hook_ports(ovs), cpus_allowed(a.pid)
-        assert len(ports_a) == 1
-
-        cpu_problems: list[str] = []
-
-        def a_intact(when: str) -> None:
-            assert a.pid is not None
-            entries = entries_of(env, "dup")
-            summary = [{k: e.get(k) for k in ("key", "pid", "bundle", "cpus", "state")} for e in entries]
-            assert [e for e in entries if e.get("pid") == a.pid] == [entry_a], f"{when}: the first 'dup' lost its reservation: {summary}"
-            assert set(ports_a) <= set(hook_ports(ovs)), f"{when}: the first 'dup' lost its port"
-            if cpus_allowed(a.pid) != cpus_a:  # checked at the end, so the release checks below still run
-                cpu_problems.append(f"{when}: the first 'dup' runs on CPUs {cpus_allowed(a.pid)}, not its reserved {cpus_a} "
-                                    f"(cpuset cgroup {cpuset_cgroup(a.pid)})")
-
+        first = FirstDup(env, ovs, started_a)
         b = start_detached(root_b, bundle_b, "dup")
         try:
-            if b.pid is None:  # refused: with a clear line, and runc's poststop after it freed nothing of a's
-                status, lines = hook_refusal(b.stderr)
-                assert status != 0 and len(lines) == 1 and "dup" in lines[0], lines
-                a_intact("after the refused start and runc's poststop")
-            else:  # or its own reservation
-                assert b.pid != a.pid
-                mine = [e for e in entries_of(env, "dup") if e.get("pid") == b.pid]
-                assert len(mine) == 1, f"the second 'dup' (pid {b.pid}) has no reservation of its own: {env.ledger_entries()}"
-                entry_b = mine[0]
-                if cpus_allowed(b.pid) == cpus_allowed(a.pid):
-                    cpu_problems.append(f"two containers named 'dup' share the exclusive core {cpus_allowed(a.pid)}")
-                # runc names a container's cgroup after its id when config.json has no cgroupsPath:
-                # the two share one cpuset, so pinning the second re-pins the first
-                shared = cpuset_cgroup(a.pid) == cpuset_cgroup(b.pid)
-                assert set(entry_b["cpus"]).isdisjoint(entry_a["cpus"])
-                ports = hook_ports(ovs)
-                assert len(ports) == 2 and set(ports_a) < set(ports), "the second 'dup' has no port of its own"
-                a_intact("with the second running" + (f" in the same cpuset cgroup {cpuset_cgroup(b.pid)}" if shared else ""))
-            # a poststop for 'dup' with b's bundle (runc's, or a replayed one) frees only b
-            assert env.run("poststop", stdin=oci_state("dup", bundle_b, annotations=annotations)).returncode == 0
-            a_intact("after a poststop naming the second's bundle")
+            assert b.pid is None, f"the second 'dup' (pid {b.pid}) started in the first's cgroup {cpuset_cgroup(first.pid)}"
+            status, lines = hook_refusal(b.stderr)
+            assert len(lines) == 1, lines
+            line = lines[0]
+            assert status == 9, line
+            assert re.search(r"cpuset \S*/dup: container dup shares this cgroup with the running container dup "
+                             rf"\(bundle {re.escape(bundle_a)}, pid {first.pid}\).*own cgroupsPath", line), line
+            first.intact("after the refused start and runc's poststop")
+            assert len(entries_of(env, "dup")) == 1
+            # a poststop for 'dup' with b's bundle (a replayed one) frees nothing of the first's
+            assert env.run("poststop", stdin=oci_state("dup", bundle_b, annotations=DUP_ANNOTATIONS)).returncode == 0
+            first.intact("after a poststop naming the second's bundle")
             gc = env.run("gc")
             assert gc.returncode == 0, gc.stderr
-            a_intact("after gc with both alive")
+            first.intact("after gc")
         finally:
             delete(root_b, "dup")
-        a_intact("after the second was deleted")
+        first.intact("after the second was deleted")
+    finally:
+        delete(root_a, "dup")
+    assert env.run("gc").returncode == 0
+    assert env.ledger_entries() == {} and hook_ports(ovs) == []
+
+
+def test_same_id_in_two_runc_roots_with_own_cgroups(bridge: str, ovs: OvsInstance, tmp_path: Path) -> None:
+    """Two 'dup' containers under two runc roots, each with its own cgroupsPath, run on distinct cores with own ports; one's stop never frees the other."""
+    env = policy_env(tmp_path / "cfg", ovs, (BridgeRule(bridge),), pool="0-1", reserved="")
+    root_a, root_b = str(tmp_path / "runc-a"), str(tmp_path / "runc-b")
+    tag = tmp_path.name.replace("_", "-")[-24:]  # unique per run: cgroups are host-wide
+    bundle_a = dup_bundle(tmp_path / "a", env.config_path, f"/ht-dup-a-{tag}")
+    bundle_b = dup_bundle(tmp_path / "b", env.config_path, f"/ht-dup-b-{tag}")
+    started_a = start_detached(root_a, bundle_a, "dup")
+    try:
+        first = FirstDup(env, ovs, started_a)
+        b = start_detached(root_b, bundle_b, "dup")
+        try:
+            assert b.pid is not None and b.pid != first.pid, b.stderr
+            (entry_b,) = [e for e in entries_of(env, "dup") if e.get("pid") == b.pid]
+            assert cpuset_cgroup(b.pid) != cpuset_cgroup(first.pid)
+            assert set(entry_b["cpus"]).isdisjoint(first.entry["cpus"])
+            assert cpus_allowed(b.pid) == format_cpulist(entry_b["cpus"]) != first.cpus
+            ports = hook_ports(ovs)
+            assert len(ports) == 2 and set(first.ports) < set(ports), "the second 'dup' has no port of its own"
+            first.intact("with the second running")
+            # a replayed poststop for 'dup' with b's bundle never frees the first
+            assert env.run("poststop", stdin=oci_state("dup", bundle_b, annotations=DUP_ANNOTATIONS)).returncode == 0
+            first.intact("after a poststop naming the second's bundle")
+            gc = env.run("gc")
+            assert gc.returncode == 0, gc.stderr
+            first.intact("after gc with both alive")
+        finally:
+            delete(root_b, "dup")
+        first.intact("after the second was deleted")
+        assert entries_of(env, "dup") == [first.entry] and hook_ports(ovs) == first.ports  # runc's poststop freed the second
         assert env.run("gc").returncode == 0
-        a_intact("after gc")
-        assert cpu_problems == []
+        first.intact("after gc")
     finally:
         delete(root_a, "dup")
     assert env.run("gc").returncode == 0
