@@ -12,8 +12,8 @@ from hook.config import Limits
 from hook.constants import ANNOTATION_KEYS, PREFIX
 from hook.errors import AnnotationError
 from hook.model import MODES, KernelPortRequest, LinkRequest, PortRequest, Request
-from hook.request.fields import count_or_list, parse_mac, reject_duplicate_keys  # noqa: F401 (re-exported)
-from hook.units import NAME_CHARS, format_size_kib, parse_size_kib
+from hook.request.fields import count_or_list, int_field, name_field, parse_mac, reject_duplicate_keys  # noqa: F401 (re-exported)
+from hook.units import format_size_kib, parse_size_kib
 
 KEYS = ANNOTATION_KEYS
 MAX_VALUE_BYTES = 4096
@@ -35,22 +35,6 @@ def _count(key: str, text: str, low: int, high: int) -> int:
     return value
 
 
-def _name(key: str, field: str, value: Any) -> str:
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= 15
-        or not set(value) <= NAME_CHARS
-        or value[0] in "-."
-        or ".." in value
-    ):
-        raise AnnotationError(key=key, reason=f"{field} {str(value)[:40]!r} is not a name of 1-15 letters, digits, '-', '_', '.'")
-    return value
-
-
-def _int_field(key: str, field: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise AnnotationError(key=key, reason=f"{field} must be a whole number in {low}..{high}, got {str(value)[:40]!r}")
-    return value
 
 
 def _port(key: str, index: int, raw: Any, limits: Limits) -> PortRequest:
@@ -65,11 +49,11 @@ def _port(key: str, index: int, raw: Any, limits: Limits) -> PortRequest:
         raise AnnotationError(key=key, reason=f"{where}: mode must be server or client, got {str(mode)[:40]!r}")
     return PortRequest(
         mode=mode,
-        bridge=_name(key, f"{where}: bridge", raw["bridge"]) if "bridge" in raw else None,
-        queues=_int_field(key, f"{where}: queues", raw.get("queues", 1), 1, limits.max_queues),
+        bridge=name_field(key, f"{where}: bridge", raw["bridge"]) if "bridge" in raw else None,
+        queues=int_field(key, f"{where}: queues", raw.get("queues", 1), 1, limits.max_queues),
         mac=parse_mac(key, raw["mac"]) if "mac" in raw else None,
-        mtu=_int_field(key, f"{where}: mtu", raw["mtu"], 68, 9702) if "mtu" in raw else None,
-        vlan=_int_field(key, f"{where}: vlan", raw["vlan"], 0, 4095) if "vlan" in raw else None,
+        mtu=int_field(key, f"{where}: mtu", raw["mtu"], 68, 9702) if "mtu" in raw else None,
+        vlan=int_field(key, f"{where}: vlan", raw["vlan"], 0, 4095) if "vlan" in raw else None,
     )
 
 

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from hook.errors import AnnotationError
+from hook.units import NAME_CHARS
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -56,3 +57,23 @@ def count_or_list(key: str, text: str, max_items: int) -> int | list[Any]:
     if len(raw) > max_items:
         raise AnnotationError(key=key, reason=f"{len(raw)} ports is more than the limit of {max_items}")
     return raw
+
+
+def name_field(key: str, field: str, value: Any) -> str:
+    """A name the user may give (a bridge, a link): 1-15 of [A-Za-z0-9_.-], not starting with '-' or '.', no '..'."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 15
+        or not set(value) <= NAME_CHARS
+        or value[0] in "-."
+        or ".." in value
+    ):
+        raise AnnotationError(key=key, reason=f"{field} {str(value)[:40]!r} is not a name of 1-15 letters, digits, '-', '_', '.'")
+    return value
+
+
+def int_field(key: str, field: str, value: Any, low: int, high: int) -> int:
+    """A whole number (not a bool) in low..high."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise AnnotationError(key=key, reason=f"{field} must be a whole number in {low}..{high}, got {str(value)[:40]!r}")
+    return value

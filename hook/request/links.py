@@ -13,29 +13,14 @@ from typing import Any
 
 from hook.errors import AnnotationError
 from hook.model import LINK_MEMIF, LINK_MODES, LinkRequest
-from hook.request.fields import parse_mac, reject_duplicate_keys
-from hook.units import NAME_CHARS
+from hook.request.fields import int_field, name_field, parse_mac, reject_duplicate_keys
 
 LINK_FIELDS = ("name", "queues", "mac", "mode")
 
 
 def link_name(key: str, where: str, value: Any) -> str:
     """A link name: 1-15 letters, digits, '-', '_', '.'; not starting with '-' or '.'."""
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= 15
-        or not set(value) <= NAME_CHARS
-        or value[0] in "-."
-        or ".." in value
-    ):
-        raise AnnotationError(key=key, reason=f"{where}name {str(value)[:40]!r} is not a name of 1-15 letters, digits, '-', '_', '.'")
-    return value
-
-
-def _int_field(key: str, where: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise AnnotationError(key=key, reason=f"{where}must be a whole number in {low}..{high}, got {str(value)[:40]!r}")
-    return value
+    return name_field(key, f"{where}name", value)
 
 
 def _link(key: str, index: int, raw: Any, max_queues: int) -> LinkRequest:
@@ -52,7 +37,7 @@ def _link(key: str, index: int, raw: Any, max_queues: int) -> LinkRequest:
         raise AnnotationError(key=key, reason=f"{where}mode must be {' or '.join(LINK_MODES)}, got {str(mode)[:40]!r}")
     return LinkRequest(
         name=link_name(key, where, raw["name"]),
-        queues=_int_field(key, f"{where}queues ", raw.get("queues", 1), 1, max_queues),
+        queues=int_field(key, f"{where}queues", raw.get("queues", 1), 1, max_queues),
         mac=parse_mac(key, raw["mac"], f"{where}mac") if "mac" in raw else None,
         mode=mode,
     )
