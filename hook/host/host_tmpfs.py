@@ -1,7 +1,8 @@
 """Small tmpfs mounts in the host's mount namespace, made and removed by path.
 
 The one place the hook mounts something on the host itself: the run directories of
-containers (:mod:`hook.host.run_dirs`).  Each mount is private (a clone of it in a container
+containers (:mod:`hook.host.run_dirs`) and the rendezvous of direct links
+(:mod:`hook.host.link_dirs`).  Each mount is private (a clone of it in a container
 joins no peer group, and nothing mounted on the host later propagates into it) and carries a
 source tag, by which ``/proc/self/mountinfo`` tells the hook's mounts apart.
 """

@@ -14,35 +14,17 @@ last side, never twice and never under a side that is starting.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 from collections.abc import Iterable, Sequence
 
 from hook.decide.links import SOCKET_NAME, links_root
-from hook.errors import HostIOError, MountError
+from hook.errors import HostIOError
+from hook.host import host_tmpfs
 from hook.model import MODE_SERVER, LinkLease, Reservation
 
 SOURCE_TAG = "dpdk-oci-hook-link"  # the mount's source: how /proc/self/mountinfo tells ours apart
 DIR_SIZE = "64k"
 DIR_INODES = 16
-
-_MS_NOSUID = 0x2
-_MS_NODEV = 0x4
-_MS_NOEXEC = 0x8
-_MS_PRIVATE = 1 << 18
-_MNT_DETACH = 0x2
-_UMOUNT_NOFOLLOW = 0x8
-
-
-def _libc() -> ctypes.CDLL:
-    lib = ctypes.CDLL(None, use_errno=True)
-    lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    lib.mount.restype = ctypes.c_int
-    lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    lib.umount2.restype = ctypes.c_int
-    return lib
-
 
 def options(uid: int, gid: int) -> str:
     return f"size={DIR_SIZE},nr_inodes={DIR_INODES},mode=0700,uid={uid},gid={gid}"
@@ -50,36 +32,11 @@ def options(uid: int, gid: int) -> str:
 
 def mounted(state_dir: str) -> dict[str, str]:
     """Link directories mounted now: link id -> mount point."""
-    root = links_root(state_dir).rstrip("/") + "/"
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        fields = line.split(" ")
-        if len(fields) < 10 or " - " not in line:
-            continue
-        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-        source = line.split(" - ", 1)[1].split(" ")
-        if point.startswith(root) and "/" not in point[len(root):] and len(source) >= 2 and source[1] == SOURCE_TAG:
-            found[point[len(root):]] = point
-    return found
+    return host_tmpfs.mounted(links_root(state_dir), SOURCE_TAG)
 
 
 def _mount(path: str, uid: int, gid: int) -> None:
-    lib = _libc()
-    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    if lib.mount(SOURCE_TAG.encode(), path.encode(), b"tmpfs", flags, options(uid, gid).encode()) != 0:
-        err = ctypes.get_errno()
-        raise MountError(target=path, reason=f"cannot mount the link's tmpfs: {os.strerror(err)}")
-    # Private: a clone in a container then joins no peer group, and nothing mounted on the host
-    # later propagates into it.
-    if lib.mount(None, path.encode(), None, _MS_PRIVATE, None) != 0:
-        err = ctypes.get_errno()
-        lib.umount2(path.encode(), _MNT_DETACH | _UMOUNT_NOFOLLOW)
-        raise MountError(target=path, reason=f"cannot make the link's tmpfs private: {os.strerror(err)}")
+    host_tmpfs.mount(path, SOURCE_TAG, options(uid, gid))
 
 
 def prepare(state_dir: str, links: Sequence[LinkLease], uid: int, gid: int) -> None:
@@ -117,17 +74,7 @@ def _prepare(state_dir: str, links: Sequence[LinkLease], uid: int, gid: int) -> 
 
 def _remove(path: str) -> str | None:
     """Unmount and remove one link directory; None, or why it could not."""
-    if _libc().umount2(path.encode(), _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not mounted (any more)
-            return f"{path}: umount: {os.strerror(err)}"
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        return f"{path}: {exc.strerror}"
-    return None
+    return host_tmpfs.unmount_and_remove(path)
 
 
 def held_ids(entries: Iterable[Reservation]) -> set[str]:
