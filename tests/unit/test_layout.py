@@ -107,3 +107,9 @@ def test_every_declared_dependency_is_imported() -> None:
                 used.add(node.module.split(".")[0])
     unused = [d for d in declared if import_names.get(d, d) not in used]
     assert not unused, f"declared but never imported: {unused}"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test modules by basename (rootdir mode): two of one name stop collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
