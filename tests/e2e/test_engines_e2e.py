@@ -51,7 +51,6 @@ import pytest
 
 from hook.admin import demo, engines
 from hook.admin.runc_bundle import Container, forward_stats, make_bundle
-from hook.decide.names import port_name
 from tests.helpers import dpdk_image
 from tests.helpers.engines_fixtures import PODMAN_ULIMITS, Podman, private_containerd, require_ctr
 from tests.helpers.hook_env import HookEnv, hugepages_free, hugepages_mapped_by, make_env
@@ -414,7 +413,7 @@ def exchange(env: HookEnv, ovs: OvsInstance, workdir: Path, send: Callable[[], S
     finally:
         receiver.finish()
     wait_released(env, receiver_id)
-    sender_port = port_name(sent.container_id, 0)
+    sender_port = (env.reserved_ports(sent.container_id) or ["(no port reserved)"])[0]
     assert sender_port in watch.rx, f"never saw OVS port {sender_port}: {sorted(watch.rx)} {watch.errors[-3:]}{other_ovs_hint(ovs)}"
     return Exchange(sent, sender_port, watch.rx[sender_port], receiver_id, received, receiver.output, watch.sightings)
 

@@ -356,7 +356,6 @@ def test_image_forwards_through_the_hook(name: str, client: Any, built: dict[str
     """
     from hook.admin.runc_bundle import make_bundle
     from hook.admin.runc_bundle import run_to_end as runc_run_to_end
-    from hook.decide.names import port_name
 
     engine = request.getfixturevalue("docker_engine")
     ovs = request.getfixturevalue("ovs")
@@ -370,7 +369,10 @@ def test_image_forwards_through_the_hook(name: str, client: Any, built: dict[str
     started = engine.docker("run", "-d", "--runtime", "dpdk", "--network", "none", *args, item.tag, check=False)
     assert started.returncode == 0, started.stderr
     cid = started.stdout.strip()
-    port = port_name(cid, 0)
+    deadline = time.monotonic() + 10
+    while not hook_env.reserved_ports(cid) and time.monotonic() < deadline:  # the hook logs the names it made
+        time.sleep(0.1)
+    port = (hook_env.reserved_ports(cid) or ["(no port reserved)"])[0]
     try:
         deadline = time.monotonic() + 30
         while ovs.vsctl("--if-exists", "get", "Interface", port, "link_state", wait=False).strip() != "up":

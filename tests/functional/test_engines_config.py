@@ -215,6 +215,7 @@ def test_containerd_runs_with_the_merged_config(tmp_path: Path) -> None:
         **before["containerd"]["runtimes"]["other"],
         "runtime_type": "io.containerd.runc.v2",
         "pod_annotations": ["dpdk-oci-hook/*"],
+        "container_annotations": ["dpdk-oci-hook/*"],
         "options": {"BinaryName": SHIM},
     }
     assert runtimes == before["containerd"].pop("runtimes")

@@ -84,6 +84,16 @@ class HookEnv:
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines()]
 
+    def reserved_ports(self, container_id: str) -> list[str]:
+        """The switch port names the hook last reserved for a container (from its log: they outlive the release).
+
+        Port names derive from a random instance key, not from the container id.
+        """
+        for event in reversed(self.events()):
+            if event.get("event") == "reserved" and event.get("container_id") == container_id:
+                return [str(name) for name in event.get("ports") or []]  # type: ignore[union-attr]
+        return []
+
     def owner_records(self) -> list[str]:
         """Files under state_dir/owners (owner records, and temp files of killed writes)."""
         owners = self.state_dir / "owners"
