@@ -213,12 +213,11 @@ class Reservation:
 class Mount:
     """One mount to make inside the container, target relative to its rootfs."""
 
-    kind: str  # "bind", "hugetlbfs", "tmpfs" or "tree" (a clone of a host mount: source is its host path)
+    kind: str  # "bind", "hugetlbfs" or "tree" (a clone of a host mount: source is its host path)
     target: str  # absolute path inside the container
     source: str = ""  # host path for binds
-    options: str = ""  # data string for hugetlbfs and tmpfs
+    options: str = ""  # data string for hugetlbfs
     file: bool = False  # target is a file (socket) rather than a directory
-    files: tuple[tuple[str, str], ...] = ()  # tmpfs: (name, content) written into it, read-only
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Mounts inside a container's mount namespace, made without trusting the image.
 
-This module owns every mount the hook makes for a container: the private hugetlbfs
-instance, the private tmpfs of its /run/dpdk (with the files the app reads, written into it
-here), the bind mounts of single host sockets, and clones of host mounts (a direct link's
-directory, taken with ``open_tree`` before entering the container).  It runs from
+This module owns every mount the hook makes inside a container: the private hugetlbfs
+instance, the bind mounts of single host sockets, and clones of host mounts (its run
+directory at /run/dpdk and a direct link's directory, taken with ``open_tree`` before
+entering the container).  It runs from
 a prestart/createRuntime hook, as root in the host's namespaces, after the runtime built the
 container's mounts and before ``pivot_root``.
 
@@ -50,7 +50,6 @@ __all__ = ["apply_mounts", "remove_mounts"]
 
 KIND_BIND = "bind"
 KIND_HUGETLBFS = "hugetlbfs"
-KIND_TMPFS = "tmpfs"
 KIND_TREE = "tree"  # a clone of a mount of the host's namespace (a link's directory), attached by fd
 
 # Kernel ABI constants (include/uapi/linux/*.h); the stdlib does not export them.
@@ -74,7 +73,6 @@ _MOVE_MOUNT_F_EMPTY_PATH = 0x04
 _MOVE_MOUNT_T_EMPTY_PATH = 0x40
 _POLLIN = 0x1
 _HUGETLBFS_MAGIC = 0x958458F6
-_TMPFS_MAGIC = 0x01021994
 _PROC_SUPER_MAGIC = 0x9FA0
 _SYSFS_MAGIC = 0x62656572
 
@@ -175,14 +173,11 @@ def _validate(m: Mount) -> None:
             raise _Refused(m.target, f"bind source {m.source!r} must be an absolute host path")
         if m.kind == KIND_TREE and m.file:
             raise _Refused(m.target, "a tree mount needs a directory target")
-    elif m.kind in (KIND_HUGETLBFS, KIND_TMPFS):
+    elif m.kind == KIND_HUGETLBFS:
         if m.file:
             raise _Refused(m.target, f"a {m.kind} mount needs a directory target")
         if "\0" in m.options or len(m.options.encode()) > _MAX_OPTIONS:
             raise _Refused(m.target, f"{m.kind} options are malformed")
-        for name, _content in m.files:
-            if m.kind != KIND_TMPFS or not name or "/" in name or name in (".", ".."):
-                raise _Refused(m.target, f"cannot write file {name!r} into this mount")
     else:
         raise _Refused(m.target, f"unknown mount kind {m.kind!r}")
 
@@ -436,8 +431,6 @@ def _mount_error(m: Mount, err: int) -> str:
         if err == errno.ENODEV:
             return "the kernel has no hugetlbfs"
         return f"hugetlbfs mount failed: {_ename(err)}"
-    if m.kind == KIND_TMPFS:
-        return f"tmpfs mount failed: {_ename(err)}"
     if m.kind == KIND_TREE:
         return f"attaching a clone of {m.source!r} failed: {_ename(err)}"
     return f"bind mount of {m.source!r} failed: {_ename(err)}"
@@ -479,9 +472,8 @@ def _mount_one(rootfd: int, root: str, m: Mount, tree: int | None = None) -> int
                 src, got = os.fstat(srcfd), os.fstat(newfd)
                 if (src.st_dev, src.st_ino) != (got.st_dev, got.st_ino):
                     raise _Refused(m.target, "mounted, but the target does not show the source")
-            elif _fs_magic(newfd) != (_TMPFS_MAGIC if m.kind == KIND_TMPFS else _HUGETLBFS_MAGIC):
+            elif _fs_magic(newfd) != _HUGETLBFS_MAGIC:
                 raise _Refused(m.target, f"mounted, but the target is not a {m.kind}")
-            _write_files(newfd, m)
         except _Refused:
             _detach(newfd)
             raise
@@ -492,24 +484,6 @@ def _mount_one(rootfd: int, root: str, m: Mount, tree: int | None = None) -> int
     finally:
         _close(srcfd)
         _close(dstfd)
-
-
-def _write_files(dirfd: int, m: Mount) -> None:
-    """Write a tmpfs mount's files, read-only for the app, relative to the new mount's fd."""
-    for name, content in m.files:
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
-        except OSError as exc:
-            raise _Refused(m.target, f"cannot create {name}: {_ename(exc.errno or 0)}") from None
-        try:
-            data = memoryview(content.encode())
-            while data:
-                data = data[os.write(fd, data):]
-            os.fchmod(fd, 0o644)
-        except OSError as exc:
-            raise _Refused(m.target, f"cannot write {name}: {_ename(exc.errno or 0)}") from None
-        finally:
-            os.close(fd)
 
 
 def _child_apply(nsfd: int, rootfs: str, root_id: tuple[int, int], mounts: Sequence[Mount]) -> None:
