@@ -119,9 +119,10 @@ setup_hugepages() {
 install_venv() {
     step "the project in $VENV"
     [ -x "$VENV/bin/python3" ] || run /usr/bin/python3 -m venv "$VENV"
-    # with the [images] extra: the Docker SDK that 'dpdk-oci-hook image build' uses
-    local spec=("$SRC_DIR[images]")
-    [ "$EDITABLE" = 1 ] && spec=(-e "$SRC_DIR[images]")
+    # with the extras: the Docker SDK that 'dpdk-oci-hook image build' uses, and gRPC for
+    # 'dpdk-oci-hook device-plugin' (Kubernetes nodes); neither is imported by the hook itself
+    local spec=("$SRC_DIR[images,kubernetes]")
+    [ "$EDITABLE" = 1 ] && spec=(-e "$SRC_DIR[images,kubernetes]")
     run "$VENV/bin/pip" install -q --disable-pip-version-check "${spec[@]}"
     # image templates for 'dpdk-oci-hook image build'
     if ! diff -rq "$SRC_DIR/templates" "$PREFIX/templates" >/dev/null 2>&1; then
