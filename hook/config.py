@@ -103,10 +103,6 @@ class Config:
         return None
 
     @property
-    def socket_root(self) -> str:
-        return os.path.join(self.state_dir, "sockets")
-
-    @property
     def ledger_path(self) -> str:
         return os.path.join(self.state_dir, "ledger.json")
 

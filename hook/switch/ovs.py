@@ -39,6 +39,7 @@ fails, ovsdb-server commits nothing.  Decisions worth knowing:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -335,15 +336,12 @@ class OvsSwitch:
     def _check_applied(self, db: Connection, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], ofports: dict[str, int]) -> None:
         """Interface setup errors (and ofports not as requested) as SwitchError."""
         names = [p.name for p in ports] + [k.host_name for k in kernel]
-        results = db.transact(select_by_name("Interface", names, ("name", "error", "ofport")))
-        for _ in range(20):  # ovs-vswitchd may write ofport in a transaction after cur_cfg: give it a moment
-            pending = [r for r in results if not isinstance(((r.get("rows") or [{}])[0]).get("ofport"), int)]
-            if not pending:
+        query = select_by_name("Interface", names, ("name", "error", "ofport"))
+        for _attempt in range(20):  # ovs-vswitchd may write ofport in a transaction after cur_cfg: give it a moment
+            results = db.transact(query)
+            if all(isinstance(((r.get("rows") or [{}])[0]).get("ofport"), int) for r in results):
                 break
-            import time
-
             time.sleep(0.05)
-            results = db.transact(select_by_name("Interface", names, ("name", "error", "ofport")))
         for name, result in zip(names, results, strict=True):
             rows = result.get("rows") or [{}]
             snap = Snapshot.from_results([{}, {}, {}, {"rows": rows}])
