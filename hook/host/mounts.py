@@ -53,6 +53,7 @@ KIND_HUGETLBFS = "hugetlbfs"
 KIND_TREE = "tree"  # a clone of a mount of the host's namespace (a link's directory), attached by fd
 
 # Kernel ABI constants (include/uapi/linux/*.h); the stdlib does not export them.
+_CLONE_FS = 0x00000200
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID = 0x2
 _MS_NODEV = 0x4
@@ -106,6 +107,9 @@ class _Libc:
         self.setns = lib.setns
         self.setns.argtypes = [ctypes.c_int, ctypes.c_int]
         self.setns.restype = ctypes.c_int
+        self.unshare = lib.unshare
+        self.unshare.argtypes = [ctypes.c_int]
+        self.unshare.restype = ctypes.c_int
         self.mount = lib.mount
         self.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
         self.mount.restype = ctypes.c_int
@@ -240,6 +244,11 @@ def _enter(nsfd: int) -> None:
     procfd = os.open("/proc/self/fd", _PATH_DIR)
     if _fs_magic(procfd) != _PROC_SUPER_MAGIC:
         raise _Refused("/proc", "the host's /proc is not procfs")
+    # setns into a mount namespace fails (EINVAL) while another thread shares our root and cwd,
+    # and a fork child can have such threads: libraries restart theirs in fork handlers (grpc
+    # does, in the Kubernetes device plugin's process).  A private copy makes the join safe.
+    if _libc().unshare(_CLONE_FS) != 0:
+        raise _Refused("", f"unshare(CLONE_FS) before joining the container's mount namespace failed: {_ename(ctypes.get_errno())}")
     if _libc().setns(nsfd, _CLONE_NEWNS) != 0:
         raise _Refused("", f"setns into the container's mount namespace failed: {_ename(ctypes.get_errno())}")
     os.fchdir(procfd)  # setns reset cwd and root to the namespace's root

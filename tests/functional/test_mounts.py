@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -280,6 +281,27 @@ def test_remove_mounts_in_running_container(ws: Workspace) -> None:
     bundle.delete()
     assert wait_for(lambda: not os.path.exists(f"/proc/{pid}")), f"container init {pid} outlived runc delete"
     remove_mounts(pid, str(bundle.rootfs), ["/run/dpdk", "/dev/hugepages"])  # namespace gone: returns
+
+
+def test_helper_joins_the_namespace_while_another_thread_shares_its_root(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked helper that has a second thread (as libraries with fork handlers, grpc among them,
+    leave in a child) still enters the container's mount namespace and does its work."""
+    bundle = ws.bundle()
+    bundle.set_hook([Mount("hugetlbfs", "/dev/hugepages", options="pagesize=2M,size=16M")])
+    bundle.set_command("/usr/bin/sleep", "30")
+    pid = bundle.run_detached()
+    real_child_remove = hook.host.mounts._child_remove
+
+    def with_a_thread(*args: object) -> None:
+        blocker = threading.Event()
+        threading.Thread(target=blocker.wait, daemon=True).start()  # shares the child's root and cwd
+        real_child_remove(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hook.host.mounts, "_child_remove", with_a_thread)
+    remove_mounts(pid, str(bundle.rootfs), ["/dev/hugepages"])
+    with open(f"/proc/{pid}/mountinfo") as f:
+        assert "/dev/hugepages" not in {mp for mp, _ in mounts_of(f.read())}
+    bundle.delete()
 
 
 def test_remove_mounts_before_pivot_root(ws: Workspace) -> None:
