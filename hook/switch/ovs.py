@@ -14,13 +14,17 @@ fails, ovsdb-server commits nothing.  Decisions worth knowing:
   the same.
 * Anti-spoofing (``switch.anti_spoofing``): each interface gets an ``ofport_request`` picked in
   the same transaction (a guard makes sure no other interface has it), and OpenFlow rules keyed
-  by that port number (:mod:`hook.switch.openflow`) are sent right after the commit, before the
-  hook returns and so before the container's app runs: the port may send only from its MAC (a
-  kernel port: and its addresses).  If they cannot be installed the ports are removed again.
-  Why after and not before the commit: only the commit makes the number ours (two starts read
-  the same free number; OpenFlow replaces an identical rule even with OFPFF_CHECK_OVERLAP, so
-  the loser's cleanup would delete the winner's drop rule).  The price: ovs-vswitchd answers
-  OpenFlow only after it applied the port (a PMD reload), so an add with rules waits for that.
+  by that port number (:mod:`hook.switch.openflow`): the port may send only from its MAC (a
+  kernel port: and its addresses).  The rules are in before the port exists: on an existing
+  bridge they are sent (and a barrier answered) before the commit, while ovs-vswitchd is idle
+  and answers at once; sent after the commit, the answer waits until ovs-vswitchd has applied
+  the port (a PMD reload, 5-20 ms of every container start).  Picking the number, sending the
+  rules and the commit are one step under a lock file in OVS's run directory
+  (:meth:`OvsSwitch._ofport_lock`), shared by every hook on that OVS: two starts never pick
+  the same number, which matters because OpenFlow replaces an identical rule even with
+  OFPFF_CHECK_OVERLAP (the loser's cleanup would delete the winner's drop rule).  A failed
+  commit deletes the rules again; a new bridge gets them after the commit (it has no
+  management socket before).  If they cannot be installed the ports are removed again.
   Our stale rules on the number (left when ovs-vswitchd hung during a removal) are deleted first.
   Removal deletes the rules first (ovs-vswitchd is idle then), then the ports.  OpenFlow rules
   live in ovs-vswitchd, not in OVSDB: a restart of ovs-vswitchd drops them;
@@ -70,6 +74,7 @@ _TYPES = {MODE_SERVER: "dpdkvhostuserclient", MODE_CLIENT: "dpdkvhostuser"}
 OWNER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 OWNER_MAX = 64
 OFPORT_FIRST, OFPORT_LAST = 0xC000, 0xFEFF  # requested OpenFlow port numbers: above what OVS hands out itself
+OFPORT_LOCK_FILE = "dpdk-oci-hook.ofports.lock"
 REMOVE_RULES_TIMEOUT_S = 0.5  # removal of rules is hygiene (the next port on a number clears them): never stall on it
 
 
@@ -126,33 +131,49 @@ class OvsSwitch:
             if bridge not in self.allowed_bridges():
                 raise self._error(f"bridge {bridge} is not allowed by the host policy (allowed: {', '.join(self.allowed_bridges())})")
         committed = False
+        rules_first = False  # rules sent before the commit (and so to be deleted if it fails)
+        rules_in = False
+        names = [p.name for p in ports] + [k.host_name for k in kernel]
+        bridges = {p.name: p.bridge for p in ports} | {k.host_name: k.bridge for k in kernel}
         try:
             with self._connect() as db:
-                for attempt in (1, 2):
-                    snap = Snapshot.from_results(db.transact(Snapshot.read_ops()))
-                    commands, wait, ofports = self._plan_add(owner, ports, kernel, snap)
-                    try:
-                        results = db.transact(transaction_ops(commands, snap))
-                        committed = True
-                        break
-                    except TransactError as exc:
-                        if attempt == 2:  # the switch changed under us twice: say what failed
-                            raise self._error(f"the switch refused the port transaction: {exc.reason}") from None
+                lock = self._ofport_lock() if self.config.anti_spoofing else None
+                try:
+                    for attempt in (1, 2):
+                        snap = Snapshot.from_results(db.transact(Snapshot.read_ops()))
+                        commands, wait, ofports = self._plan_add(owner, ports, kernel, snap)
+                        # an existing bridge answers OpenFlow now, while ovs-vswitchd is idle; a new one
+                        # has no management socket before ovs-vswitchd made it
+                        rules_first = bool(ofports) and all(b in snap.bridges for b in bridges.values())
+                        if rules_first:
+                            rules_in = True
+                            self._install_rules(ports, kernel, ofports, committed=False)
+                        try:
+                            results = db.transact(transaction_ops(commands, snap))
+                            committed = True
+                            break
+                        except TransactError as exc:
+                            if rules_first:
+                                self._remove_rules(names, bridges, snap)
+                                rules_in = False
+                            if attempt == 2:  # the switch changed under us twice: say what failed
+                                raise self._error(f"the switch refused the port transaction: {exc.reason}") from None
+                finally:
+                    if lock is not None:
+                        os.close(lock)
                 if wait:
                     self._wait_applied(db, int(results[-1]["rows"][0]["next_cfg"]))
                     self._check_applied(db, ports, kernel, ofports)
-            if self.config.anti_spoofing:
-                self._install_rules(ports, kernel, ofports)
+            if self.config.anti_spoofing and not rules_first:
+                self._install_rules(ports, kernel, ofports, committed=True)
         except OvsdbError as exc:
-            if committed:
-                self._rollback(owner, ports, kernel)
+            self._undo_add(owner, ports, kernel, committed, rules_in, names, bridges)
             reason = exc.reason
             if exc.timed_out:
                 reason += f" (timed out after {self.config.timeout_s:g}s; is ovs-vswitchd running?)"
             raise self._error(reason + ("; ports removed again" if committed else "")) from None
         except SwitchError:
-            if committed:
-                self._rollback(owner, ports, kernel)
+            self._undo_add(owner, ports, kernel, committed, rules_in, names, bridges)
             raise
 
     def remove_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
@@ -353,7 +374,7 @@ class OvsSwitch:
             if name in ofports and ofport != ofports[name]:
                 raise self._error(f"port {name} got OpenFlow port {ofport}, not the requested {ofports[name]}; ports removed again")
 
-    def _install_rules(self, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], ofports: dict[str, int]) -> None:
+    def _install_rules(self, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec], ofports: dict[str, int], committed: bool) -> None:
         from hook.switch import openflow
 
         per_bridge: dict[str, tuple[list[tuple[int, int, int | None]], list[tuple[int, openflow.Rule]]]] = {}
@@ -373,7 +394,8 @@ class OvsSwitch:
                 with openflow.Bridge(self._mgmt_socket(bridge), self.config.timeout_s) as of:
                     of.apply(delete, add)
             except openflow.OpenFlowError as exc:
-                raise self._error(f"anti-spoofing rules on bridge {bridge}: {exc.reason}; ports removed again") from None
+                undone = "ports removed again" if committed else "no port was added"
+                raise self._error(f"anti-spoofing rules on bridge {bridge}: {exc.reason}; {undone}") from None
 
     def _remove(self, tags: dict[str, str], names: list[str], bridges: dict[str, str] | None) -> None:
         """Drop the rules of the ports among ``names`` that carry ``tags``, then unlink them in one transaction.
@@ -409,6 +431,49 @@ class OvsSwitch:
                     of.apply(delete, [])
             except openflow.OpenFlowError:
                 pass  # rules of a port that is gone match nothing; a new port on the number clears them
+
+    def _ofport_lock(self) -> int:
+        """Hold the lock that makes picking OpenFlow port numbers, sending their rules and the
+        commit one step among every hook on this OVS (its file sits in OVS's run directory, so
+        other installations share it); the fd to close.
+
+        Without it two starts could pick the same free number and send identical rules, and
+        OpenFlow replaces an identical rule, cookie and all: the loser's cleanup would delete
+        the winner's.  Held for a snapshot, one OpenFlow round trip and one commit (~2 ms).
+        """
+        path = os.path.join(self.config.ovs_rundir, OFPORT_LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise self._error(f"cannot open the port-number lock {path}: {exc.strerror or exc}") from None
+        import fcntl
+
+        deadline = time.monotonic() + self.config.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise self._error(f"another start held the port-number lock {path} for over {self.config.timeout_s:g}s") from None
+                time.sleep(0.001)
+
+    def _undo_add(
+        self,
+        owner: str,
+        ports: Sequence[PortLease],
+        kernel: Sequence[KernelPortSpec],
+        committed: bool,
+        rules_in: bool,
+        names: list[str],
+        bridges: dict[str, str],
+    ) -> None:
+        """After a failed add: remove the committed ports (and their rules), or rules sent before a commit that never came."""
+        if committed:
+            self._rollback(owner, ports, kernel)
+        elif rules_in:
+            self._remove_rules(names, bridges, Snapshot.from_results([{}, {}, {}, {}]))
 
     def _rollback(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec]) -> None:
         """Best effort: remove what a failed add committed."""

@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -255,6 +256,70 @@ def test_rules_come_and_go_with_the_ports(ovs: OvsInstance, bridge: str) -> None
     assert cookies[p.name] not in table and cookies[q.name] in table
     sw.remove_port_names([q.name])
     assert "0xd0c1" not in flows(ovs, bridge)
+
+
+def test_concurrent_adds_get_distinct_numbers_and_keep_every_rule(ovs: OvsInstance, bridge: str) -> None:
+    """Starts racing on one OVS (two installations among them) pick distinct OpenFlow port numbers,
+    and every port keeps its rules: none is replaced and then deleted by a loser's cleanup."""
+    ovs.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+    switches = [OvsSwitch(config(ovs, bridge, scope=("policy", "other")[i % 2])) for i in range(8)]
+    leases = [lease(ovs, bridge, i) for i in range(8)]
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            start.wait(timeout=10)
+            switches[i].add_ports(f"ctr-race{i}", [leases[i]])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert not errors, errors
+        numbers = {}
+        for p in leases:
+            row = ovs.row("Interface", p.name)
+            assert row is not None
+            numbers[p.name] = row["ofport_request"]
+        assert len(set(numbers.values())) == 8, numbers
+        table = flows(ovs, bridge)
+        for i, p in enumerate(leases):
+            cookie = f"cookie=0x{openflow.port_cookie(('policy', 'other')[i % 2], p.name):x}"
+            mine = [line for line in table.splitlines() if cookie in line]
+            assert len(mine) == 2 and all(f"in_port={numbers[p.name]}" in line for line in mine), table
+    finally:
+        for i, p in enumerate(leases):
+            switches[i].remove_ports(f"ctr-race{i}", [p])
+
+
+def test_rules_sent_before_a_commit_that_fails_are_deleted(ovs: OvsInstance, bridge: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an existing bridge the rules go in before the commit; when the commit fails (twice), they go
+    again and nothing of the port is left."""
+    import hook.switch.ovs as ovs_mod
+
+    ovs.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+    sw = OvsSwitch(config(ovs, bridge))
+    p = lease(ovs, bridge, 0)
+    sent: list[str] = []
+    real_install, real_ops = OvsSwitch._install_rules, ovs_mod.transaction_ops
+
+    def install(self: OvsSwitch, *args: object, **kw: object) -> None:
+        real_install(self, *args, **kw)  # type: ignore[arg-type]
+        sent.append(flows(ovs, bridge))
+
+    monkeypatch.setattr(OvsSwitch, "_install_rules", install)
+    monkeypatch.setattr(ovs_mod, "transaction_ops", lambda *a: [*real_ops(*a), {"op": "abort"}])
+    with pytest.raises(SwitchError, match="refused the port transaction"):
+        sw.add_ports("ctr-abort", [p])
+    cookie = f"cookie=0x{openflow.port_cookie('policy', p.name):x}"
+    assert len(sent) == 2 and all(cookie in table for table in sent)  # in before each commit
+    assert ovs.row("Interface", p.name) is None
+    assert cookie not in flows(ovs, bridge)
 
 
 def test_restore_rules_after_vswitchd_lost_them(ovs: OvsInstance, bridge: str, wired: Callable[..., tuple[Veth, KernelPortSpec]]) -> None:
