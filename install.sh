@@ -28,7 +28,7 @@ SYSTEMD_DIR=${DPDK_OCI_HOOK_SYSTEMD_DIR:-/etc/systemd/system}
 GC_UNIT=dpdk-oci-hook-gc
 STATE_DIR=/run/dpdk-oci-hook
 AGENT_UNIT=dpdk-oci-hook-agent
-PACKAGES=(python3 python3-venv python3-pip dpdk dpdk-dev openvswitch-switch-dpdk runc)
+PACKAGES=(python3 python3-venv python3-pip dpdk dpdk-dev openvswitch-switch-dpdk runc gcc libc6-dev)
 
 ACTION=install
 DRY=0
@@ -131,6 +131,10 @@ install_venv() {
     fi
     # the hook runs on every container start: ship compiled bytecode
     run "$VENV/bin/python3" -m compileall -q "$VENV/lib"
+    # the native hook client (hook/stage/hook_client.c): hook entries run it when it is beside
+    # the interpreter; built aside and renamed, so a starting container never runs half a file
+    run cc -O2 -Wall -o "$VENV/bin/dpdk-oci-hook-client.new" "$SRC_DIR/hook/stage/hook_client.c"
+    run mv -f "$VENV/bin/dpdk-oci-hook-client.new" "$VENV/bin/dpdk-oci-hook-client"
     if [ "$(readlink "$BIN_LINK" 2>/dev/null)" != "$VENV/bin/dpdk-oci-hook" ]; then
         run ln -sfn "$VENV/bin/dpdk-oci-hook" "$BIN_LINK"
     fi

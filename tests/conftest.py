@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers.ovs_instance import OvsInstance, host_switch_paused
 
-pytest_plugins = ["tests.helpers.engines_fixtures"]
+pytest_plugins = ["tests.helpers.engines_fixtures", "tests.helpers.hook_client"]
 
 
 def _say(config: pytest.Config, text: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from hook.constants import HOOK_STAGES, SETUP_STAGES, wants_us
-from hook.entry import hook_entry, hook_stage
+from hook.entry import CLIENT_NAME, hook_entry, hook_stage
 from hook.errors import WrapperError
 
 TYPE_CHECKING = False
@@ -30,6 +30,8 @@ def _same_hook(entry: Any, python: str, stage: str) -> bool:
     if not isinstance(entry, dict) or hook_stage(entry.get("args")) != stage:
         return False
     path = entry.get("path")
+    if isinstance(path, str) and os.path.basename(path) == CLIENT_NAME:  # the native client runs args[1]
+        path = entry["args"][1]
     return isinstance(path, str) and (path == python or _interpreter(path) == _interpreter(python))
 
 

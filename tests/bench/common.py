@@ -254,14 +254,17 @@ def hook_script(python: str) -> str:
 
 
 def hook_entry(stage: str, config_path: str, cache_dir: str, python: str = PYTHON, pre: Sequence[str] = ("-I",),
-               program: Sequence[str] | None = None, extra_env: Iterable[str] = (), timeout_s: int = 60) -> dict[str, Any]:
+               program: Sequence[str] | None = None, extra_env: Iterable[str] = (), timeout_s: int = 60,
+               client: str | None = None) -> dict[str, Any]:
     """An OCI hook entry running ``python <pre> <program> <stage>`` with the bench's config.
 
-    ``program`` defaults to the hook's script, as registered by install.sh.
+    ``program`` defaults to the hook's script, as registered by install.sh.  ``client``: the
+    native hook client in front, as install.sh registers it when it built one.
     """
+    argv = [python, *pre, *(program if program is not None else (hook_script(python),)), stage]
     return {
-        "path": python,
-        "args": [python, *pre, *(program if program is not None else (hook_script(python),)), stage],
+        "path": client or python,
+        "args": [client, *argv] if client else argv,
         "env": [f"DPDK_OCI_HOOK_CONFIG={config_path}", f"DPDK_OCI_HOOK_CACHE_DIR={cache_dir}", PATH_ENV, *extra_env],
         "timeout": timeout_s,
     }

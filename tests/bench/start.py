@@ -47,6 +47,7 @@ from tests.bench.common import (
     runc,
     summary,
 )
+from tests.helpers.hook_client import build_client
 from tests.helpers.ovs_instance import OvsInstance
 
 FULL = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
@@ -157,8 +158,10 @@ def run_start(b: Bench) -> Section:
     agent = start_agent(b, "start")
     in_process, via_agent = no_agent_env(b), agent_env(agent)
 
-    def hooks(python: str, extra_env: tuple[str, ...] = in_process) -> dict[str, list[dict[str, Any]]]:
-        return {stage: [hook_entry(stage, env.config_path, cache, python=python, extra_env=extra_env)]
+    client = build_client(b.dir("client"))
+
+    def hooks(python: str, extra_env: tuple[str, ...] = in_process, native: bool = False) -> dict[str, list[dict[str, Any]]]:
+        return {stage: [hook_entry(stage, env.config_path, cache, python=python, extra_env=extra_env, client=client if native else None)]
                 for stage in ("createRuntime", "poststop")}
 
     bdir = b.dir("bundles-start")
@@ -171,6 +174,9 @@ def run_start(b: Bench) -> Section:
         "fast path (no annotations), regular install": bundle(bdir / "fast-reg", ["/bin/true"], {}, hooks(regular)),
         "full path, in-process, regular install": bundle(bdir / "full-reg", ["/bin/true"], FULL, hooks(regular)),
         "full path, agent, regular install": bundle(bdir / "full-agent-reg", ["/bin/true"], FULL, hooks(regular, via_agent)),
+        "fast path (no annotations), native client": bundle(bdir / "fast-native", ["/bin/true"], {}, hooks(regular, native=True)),
+        "full path, in-process, native client": bundle(bdir / "full-native", ["/bin/true"], FULL, hooks(regular, native=True)),
+        "full path, agent, native client": bundle(bdir / "full-agent-native", ["/bin/true"], FULL, hooks(regular, via_agent, native=True)),
     }
     variants: dict[str, Callable[[], float]] = {}
     for i, (name, path) in enumerate(bundles.items()):
@@ -187,6 +193,8 @@ def run_start(b: Bench) -> Section:
             [python, "-I", hook_script(python), "createRuntime"], no_ann, spawn_env, failures)
         variants["spawn: hook fast path (foreign annotations)" + label] = spawn_timer(
             [python, "-I", hook_script(python), "createRuntime"], foreign, spawn_env, failures)
+    variants["spawn: native client fast path (foreign annotations), regular install"] = spawn_timer(
+        [client, regular, "-I", hook_script(regular), "createRuntime"], foreign, spawn_env, failures)
     # the baseline: the form registered before (python3 -I -m hook STAGE), which pays for runpy
     variants["spawn: hook fast path (foreign annotations), regular install, -m hook"] = spawn_timer(
         [regular, "-I", "-m", "hook", "createRuntime"], foreign, spawn_env, failures)
@@ -197,7 +205,7 @@ def run_start(b: Bench) -> Section:
     bare = samples["runc: no hook"]
     added = {name: summary(paired_diff(vals, bare)) for name, vals in samples.items() if name.startswith("runc: ")}
     for name in samples:
-        if name.startswith("spawn: hook"):
+        if name.startswith(("spawn: hook", "spawn: native")):
             ref = "spawn: python -I -c pass" + (", regular install" if "regular install" in name else "")
             added[name] = summary(paired_diff(samples[name], samples[ref]))
     sec.data = {"runs": runs, "samples_ms": samples, "stats_ms": stats, "added_ms": added, "failures": failures[:20],
@@ -257,6 +265,16 @@ def run_start(b: Bench) -> Section:
             ratios[how], 1.0, "x", "<=",
             note=(f"added {fmt(reg)} ms on runc's own {fmt(runc_bare)} ms; editable install: added {fmt(edit)} ms "
                   f"= {fmt(ratios[how + ', editable'], 2)}x")))
+    native = added["runc: full path, agent, native client"]["median"]
+    ratios["agent, native client"] = native / runc_bare if runc_bare else None
+    sec.targets.append(Target(
+        "full_path_ratio_native_agent",
+        "full path through the native client and the agent (install.sh's default where systemd runs the agent): hook-added "
+        "time / plain `runc run /bin/true` (regular install)",
+        ratios["agent, native client"], 1.0, "x", "<=",
+        note=(f"added {fmt(native)} ms on runc's own {fmt(runc_bare)} ms; without the agent (the client runs the Python hook): "
+              f"added {fmt(added['runc: full path, in-process, native client']['median'])} ms; not ours: "
+              f"{fmt(added['runc: fast path (no annotations), native client']['median'])} ms")))
     sec.data["full_path_ratio"] = ratios
     sec.data["agent_socket"] = agent
     if failures:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from hook.entry import MAIN_SCRIPT, hook_stage
+from hook.entry import entry_argv, hook_stage
 from tests.helpers.engines_fixtures import HookInstall
 from tests.helpers.runc_util import RUNC, Bundle, Workspace, require_runc
 
@@ -70,7 +70,7 @@ def _digest(path: Path) -> str:
 
 
 def _ours(entries: list[dict[str, Any]], python: str) -> list[dict[str, Any]]:
-    return [e for e in entries if e.get("path") == python and hook_stage(e.get("args")) is not None]
+    return [e for e in entries if hook_stage(e.get("args")) is not None and python in e["args"][:2] and e.get("path") == e["args"][0]]
 
 
 def test_version_and_unknown_commands_pass_through(hook_install: HookInstall, ws: Workspace) -> None:
@@ -158,7 +158,7 @@ def test_annotated_container_gets_our_hooks_once_and_runc_runs_them(hook_install
     assert hooks["poststop"][0] == {"path": "/usr/bin/true", "args": ["true"]}  # theirs first, kept
     assert len(_ours(hooks["poststop"], hook_install.python)) == 1
     entry = _ours(hooks["createRuntime"], hook_install.python)[0]
-    assert entry["args"] == [hook_install.python, "-I", MAIN_SCRIPT, "createRuntime"]
+    assert entry["args"] == entry_argv(hook_install.python, "createRuntime")  # the native client in front when installed
     assert entry["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"DPDK_OCI_HOOK_CONFIG={ws.path / 'absent.hcl'}"]
     assert entry["timeout"] > 0
     assert "createContainer" not in hooks and "prestart" not in hooks

@@ -1,6 +1,7 @@
 """The resident agent runs a stage exactly as the hook does in-process, and is never required.
 
-Real processes: the installed hook command, an agent on a private socket.  No switch is
+Real processes: the hook's entry (the Python hook, or the native client in front of it), an
+agent on a private socket.  No switch is
 needed: the stages here end in the annotation check or the fast path.
 """
 
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hook.entry import MAIN_SCRIPT
 
 CONFIG = 'cpus { pool = "0" }\nstate_dir = "{state}"\nlog_file = ""\n'
 
@@ -45,36 +48,42 @@ def bundle(tmp_path: Path, annotations: dict[str, str]) -> Path:
     return path
 
 
-def stage(env: dict[str, str], state: dict[str, object], name: str = "createRuntime") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-I", "-m", "hook", name], input=json.dumps(state), env=env, capture_output=True, text=True,
-                          timeout=60, cwd="/")
+@pytest.fixture(params=["python", "native"])
+def entry(request: pytest.FixtureRequest) -> list[str]:
+    """The hook's entry argv without the stage: the Python hook, or the native client in front of it."""
+    python = [sys.executable, "-I", MAIN_SCRIPT]
+    return python if request.param == "python" else [request.getfixturevalue("hook_client"), *python]
 
 
-def test_a_refusal_reads_the_same_through_the_agent(tmp_path: Path, env: dict[str, str], agent: subprocess.Popen[str]) -> None:
+def stage(entry: list[str], env: dict[str, str], state: dict[str, object], name: str = "createRuntime") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*entry, name], input=json.dumps(state), env=env, capture_output=True, text=True, timeout=60, cwd="/")
+
+
+def test_a_refusal_reads_the_same_through_the_agent(tmp_path: Path, env: dict[str, str], agent: subprocess.Popen[str], entry: list[str]) -> None:
     """Exit status and the one-line message are the agent child's, identical to in-process."""
     path = bundle(tmp_path, {"dpdk-oci-hook/cpus": "many"})
     state = {"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": os.getpid(), "bundle": str(path)}
-    through_agent = stage(env, state)
-    in_process = stage({k: v for k, v in env.items() if k != "DPDK_OCI_HOOK_AGENT_SOCKET"}, state)
+    through_agent = stage(entry, env, state)
+    in_process = stage(entry, {k: v for k, v in env.items() if k != "DPDK_OCI_HOOK_AGENT_SOCKET"}, state)
     assert through_agent.returncode == in_process.returncode == 2
     assert agent.stdout is not None and agent.stdout.readline().startswith("stage createRuntime: exit 2 (child ")  # the agent ran it
     assert through_agent.stderr == in_process.stderr == "dpdk-oci-hook: annotation dpdk-oci-hook/cpus: 'many' is not a whole number\n"
 
 
-def test_no_agent_means_in_process(tmp_path: Path, env: dict[str, str]) -> None:
+def test_no_agent_means_in_process(tmp_path: Path, env: dict[str, str], entry: list[str]) -> None:
     """A socket path with nothing behind it (a stale file, or no file) is no reason to fail."""
     Path(env["DPDK_OCI_HOOK_AGENT_SOCKET"]).write_text("")
     path = bundle(tmp_path, {"dpdk-oci-hook/cpus": "many"})
     state = {"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": os.getpid(), "bundle": str(path)}
-    result = stage(env, state)
+    result = stage(entry, env, state)
     assert result.returncode == 2 and "is not a whole number" in result.stderr
 
 
-def test_the_agent_takes_the_callers_environment_per_stage(tmp_path: Path, env: dict[str, str], agent: subprocess.Popen[str]) -> None:
+def test_the_agent_takes_the_callers_environment_per_stage(tmp_path: Path, env: dict[str, str], agent: subprocess.Popen[str], entry: list[str]) -> None:
     """Each stage runs with its own caller's config: a broken config path is reported as such."""
     path = bundle(tmp_path, {"dpdk-oci-hook/cpus": "1"})
     state = {"ociVersion": "1.0.2", "id": "c2", "status": "creating", "pid": os.getpid(), "bundle": str(path)}
-    result = stage({**env, "DPDK_OCI_HOOK_CONFIG": str(tmp_path / "missing.hcl")}, state)
+    result = stage(entry, {**env, "DPDK_OCI_HOOK_CONFIG": str(tmp_path / "missing.hcl")}, state)
     assert result.returncode == 3 and "missing.hcl" in result.stderr
 
 

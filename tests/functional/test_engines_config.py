@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hook.admin import engines
+from hook.entry import entry_argv
 from tests.helpers.engines_fixtures import HookInstall
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_register_twice_then_unregister_gives_back_the_original_bytes(tmp_path: 
     assert '["/etc/containers/oci/hooks.d", "/usr/share/containers/oci/hooks.d"]' in crio
     for stage, name in engines.HOOK_FILES.items():
         hook = json.loads((tmp_path / "usr/share/containers/oci/hooks.d" / name).read_text())
-        assert hook["hook"]["path"] == VENV_PY and hook["stages"] == [stage]
+        assert hook["hook"]["path"] == entry_argv(VENV_PY, stage)[0] and hook["stages"] == [stage]
     assert "Docker: wrote" in first.stdout and "original kept as" in first.stdout
 
     second = run_engines(tmp_path, "register")
@@ -127,7 +128,7 @@ def test_register_upgrades_hook_files_of_the_earlier_form(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
     for stage, name in engines.HOOK_FILES.items():
         args = json.loads((hooks_d / name).read_text())["hook"]["args"]
-        assert args[1] == "-I" and args[2].endswith("/hook/__main__.py") and args[3] == stage, args
+        assert args[-3] == "-I" and args[-2].endswith("/hook/__main__.py") and args[-1] == stage, args
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:

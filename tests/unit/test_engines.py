@@ -13,7 +13,7 @@ from hook.admin import engines
 from hook.admin.engines import merge
 from hook.admin.engines.base import DEFAULT_HOOKS_DIR, HOOK_FILES, INFO, OK, WARN, Engine
 from hook.admin.engines.docker import Docker, drops_annotations, version_advice
-from hook.entry import MAIN_SCRIPT
+from hook.entry import MAIN_SCRIPT, entry_argv
 from hook.errors import EngineConfigError
 
 SHIM = "/opt/dpdk-oci-hook/venv/bin/dpdk-oci-runtime"
@@ -216,8 +216,8 @@ def test_templates_render_to_valid_version_1_hooks() -> None:
         assert hook["stages"] == [stage]
         entry = hook["hook"]
         assert isinstance(entry, dict)
-        assert entry["path"] == PYTHON
-        assert entry["args"] == [PYTHON, "-I", MAIN_SCRIPT, stage]  # args[0] absolute: keeps the venv
+        assert entry["args"][-4:] == [PYTHON, "-I", MAIN_SCRIPT, stage]  # absolute: keeps the venv
+        assert entry["args"] == entry_argv(PYTHON, stage) and entry["path"] == entry["args"][0]  # the client in front if installed
         assert entry["env"] == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DPDK_OCI_HOOK_CONFIG=/etc/dpdk-oci-hook/config.hcl"]
         assert isinstance(entry["timeout"], int) and 0 < entry["timeout"] <= 60
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hook.entry import MAIN_SCRIPT, hook_stage, stage_argv
+from hook.entry import CLIENT_NAME, MAIN_SCRIPT, entry_argv, hook_entry, hook_stage, stage_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,9 @@ def test_stage_argv_runs_the_package_main_isolated() -> None:
         (["python3", "-I", 7, "createRuntime"], None),
         ("python3 -I -m hook createRuntime", None),
         (None, None),
+        (["/v/bin/dpdk-oci-hook-client", "/v/bin/python3", "-I", MAIN_SCRIPT, "poststop"], "poststop"),  # behind the native client
+        (["/v/bin/dpdk-oci-hook-client", "/v/bin/python3", "-I", "/srv/myhook/__main__.py", "poststop"], None),
+        (["/v/bin/other-client", "/v/bin/python3", "-I", MAIN_SCRIPT, "poststop"], None),
     ],
 )
 def test_hook_stage_recognises_both_registered_forms_only(args: object, stage: str | None) -> None:
@@ -60,5 +63,37 @@ def test_oci_hooks_prints_entries_that_run_this_install(tmp_path: Path) -> None:
     assert sorted(hooks) == ["createRuntime", "poststop"]
     for stage, entries in hooks.items():
         (entry,) = entries
-        assert entry["path"] == sys.executable and hook_stage(entry["args"]) == stage
+        # the script is the installed package's (the subprocess runs it); the rest is this interpreter's entry
+        assert entry["args"][:-2] == entry_argv(sys.executable, stage)[:-2] and entry["path"] == entry["args"][0]
+        assert hook_stage(entry["args"]) == stage
         assert f"DPDK_OCI_HOOK_CONFIG={config}" in entry["env"] and entry["timeout"] > 0
+
+
+def test_entries_run_the_native_client_only_when_it_is_installed_beside_the_interpreter(tmp_path: Path) -> None:
+    python = str(tmp_path / "bin" / "python3")
+    (tmp_path / "bin").mkdir()
+    assert hook_entry("poststop", python, {})["args"] == [python, "-I", MAIN_SCRIPT, "poststop"]
+    client = tmp_path / "bin" / CLIENT_NAME
+    client.write_text("")
+    assert entry_argv(python, "poststop") == [python, "-I", MAIN_SCRIPT, "poststop"]  # not executable: not used
+    client.chmod(0o755)
+    entry = hook_entry("poststop", python, {"DPDK_OCI_HOOK_CONFIG": "/etc/x.hcl"})
+    assert entry["path"] == str(client) and entry["args"] == [str(client), python, "-I", MAIN_SCRIPT, "poststop"]
+    assert hook_stage(entry["args"]) == "poststop"
+
+
+def test_the_native_client_speaks_the_python_constants() -> None:
+    """The C client hard-codes what it shares with the Python side: the key prefix, the agent's
+    socket and environment, the size limits."""
+    from hook.constants import PREFIX
+    from hook.stage import agent_client
+
+    source = (ROOT / "hook" / "stage" / "hook_client.c").read_text()
+    assert f'#define PREFIX_KEY "\\"{PREFIX}"' in source
+    assert f'#define SOCKET_ENV "{agent_client.SOCKET_ENV}"' in source
+    assert f'#define DEFAULT_SOCKET "{agent_client.DEFAULT_SOCKET}"' in source
+    assert "#define MAX_REPLY (1 << 20)" in source and agent_client.MAX_REPLY == 1 << 20
+    assert "#define MAX_STATE ((1 << 20) + 1)" in source
+    assert f"#define WAIT_S {int(agent_client.WAIT_S)}" in source
+    listed = source.split("PASS_ENV[] = {", 1)[1].split("NULL", 1)[0]
+    assert [name.strip().strip('"') for name in listed.split(",") if name.strip()] == list(agent_client.PASS_ENV)

@@ -15,7 +15,7 @@ from hook.entry import MAIN_SCRIPT
 from hook.runtime import spec as spec_mod
 from hook.runtime import wrapper as shim
 
-PY = "/opt/dpdk-oci-hook/venv/bin/python3"
+PY = "/opt/example-prefix/venv/bin/python3"  # no native client beside it (see the test with one)
 
 
 @pytest.mark.parametrize(
@@ -161,3 +161,18 @@ def test_runtime_settings(tmp_path: Path) -> None:
         shim.runtime_settings({}, str(settings))
     with pytest.raises(shim.WrapperError, match="absolute"):
         shim.runtime_settings({"DPDK_OCI_RUNTIME": "runc"}, str(tmp_path / "none"))
+
+
+def test_inject_puts_the_native_client_in_front_when_installed_and_knows_it_the_next_time(tmp_path: Path) -> None:
+    python = str(tmp_path / "bin" / "python3")
+    (tmp_path / "bin").mkdir()
+    client = tmp_path / "bin" / entry.CLIENT_NAME
+    client.write_text("")
+    client.chmod(0o755)
+    spec = _spec()
+    assert spec_mod.inject_hooks(spec, python, {}) == ["createRuntime", "poststop"]
+    assert spec["hooks"]["createRuntime"][0]["path"] == str(client)
+    assert spec["hooks"]["createRuntime"][0]["args"] == [str(client), python, "-I", MAIN_SCRIPT, "createRuntime"]
+    assert spec_mod.inject_hooks(spec, python, {}) == []  # ours, behind the client: present
+    client.unlink()
+    assert spec_mod.inject_hooks(spec, python, {}) == []  # the client's entry still runs this interpreter's hook

@@ -21,7 +21,7 @@ import tomllib
 from typing import Any
 
 from hook.admin.engines.base import DEFAULT_HOOKS_DIR, RUNTIME_NAME, SHIM_NAME
-from hook.entry import MAIN_SCRIPT, hook_stage
+from hook.entry import MAIN_SCRIPT, client_path, hook_stage
 from hook.errors import EngineConfigError
 
 POD_ANNOTATIONS = ["dpdk-oci-hook/*"]
@@ -39,7 +39,12 @@ def render_hook(template: str, python: str, config: str) -> str:
         if not os.path.isabs(value):
             raise EngineConfigError(reason=f"{name} must be an absolute path, got {value!r}")
     text = template.replace("@PYTHON@", python).replace("@HOOK_MAIN@", MAIN_SCRIPT).replace("@CONFIG@", config)
-    json.loads(text)  # a template that no longer parses is a bug
+    data = json.loads(text)  # a template that no longer parses is a bug
+    client = client_path(python)
+    if client is not None:  # the native client runs the same argv behind it (hook/entry.py)
+        data["hook"]["path"] = client
+        data["hook"]["args"] = [client, *data["hook"]["args"]]
+        text = json.dumps(data, indent=2) + "\n"
     return text
 
 
