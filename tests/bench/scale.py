@@ -54,6 +54,7 @@ from tests.bench.common import (
     summary,
 )
 from tests.bench.start import agent_env, no_agent_env, start_agent, start_ovs
+from tests.helpers.hook_client import build_client
 from tests.helpers.hook_env import make_env
 
 PORTS = {P + "vhost-user": "1", P + "hugepages": "16Mi"}
@@ -134,8 +135,11 @@ def run_concurrency(b: Bench) -> Section:
     root = b.runc_root("runc-conc")
     bdir = b.dir("bundles-conc")
     bundles: dict[str, list[str]] = {}
+    client = build_client(b.dir("client-conc"))
     for n_kind, (kind, (ann, env, extra)) in enumerate(kinds.items()):
-        hooks = {stage: [hook_entry(stage, env.config_path, str(env.root / "cache"), extra_env=extra)]
+        # through the agent as install.sh registers it: the native client in front
+        hooks = {stage: [hook_entry(stage, env.config_path, str(env.root / "cache"), extra_env=extra,
+                                    client=client if extra is via_agent else None)]
                  for stage in ("createRuntime", "poststop")}
         bundles[kind] = [bundle(bdir / f"k{n_kind}-{i}", ["/bin/sleep", "300"], ann, hooks) for i in range(max(ks))]
     pool_size = 2
@@ -247,7 +251,8 @@ def run_concurrency(b: Bench) -> Section:
     sec.notes.append("lock held (as the hook logs it in its `reserved` event) = from taking the ledger lock to releasing it: "
                      "read and check the ledger, allocate, write, fsync; the wait for the lock is 'lock wait'.")
     sec.notes.append(f"state dir on {disk_fs} (a directory under /var/tmp) or on a private tmpfs; 'agent' = the stages go "
-                     "through `dpdk-oci-hook agent` (forked children, everything imported), else the hook runs them in-process.")
+                     "through the native client to `dpdk-oci-hook agent` (forked children, everything imported), as install.sh "
+                     "registers the hook; else the Python hook runs them in-process.")
 
     def by_k(fs: str, agent: bool) -> str:
         return ", ".join(f"{k}: " + fmt(summary([v for key, vals in held_ms.items() if batches[key]["k"] == k
