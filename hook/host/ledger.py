@@ -175,6 +175,7 @@ class Ledger:
     def __init__(self, path: str, timeout_s: float | None = None) -> None:
         self.path = path
         self.timeout_s = timeout_s  # None: wait for the lock as long as it takes
+        self.released_at = 0.0  # when the lock was last let go (before the priority was lowered again)
 
     def _load(self) -> dict[str, Reservation]:
         try:
@@ -231,6 +232,7 @@ class Ledger:
             yield time.monotonic() - started
         finally:
             os.close(lock_fd)  # closing drops the flock
+            self.released_at = time.monotonic()
             if niceness is not None:
                 _unboost(niceness)
 
