@@ -22,20 +22,23 @@ core 0 and never poll at the same time): their lcores are given on the command l
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from typing import Any
 
 from hook.admin.demo import TESTPMD
-from tests.bench.common import Bench, P, Section, Target, bundle, fmt, hook_entry, median, runc
+from tests.bench.common import CONTAINER_IDS, RUNC, Bench, P, Section, Target, bundle, fmt, hook_entry, median, runc
 from tests.bench.datapath import FRAMES, Testpmd, build_pingpong, measure, parse_pingpong
 from tests.bench.start import start_ovs
 
 LINK = "bench-link"
+VLINK = "bench-vlink"
 LINK_RX = "link, reflected by the peer"
 OVS = "through OVS, reflected by the switch"
 LINK_ONEWAY = "link, one way (txonly -> rxonly)"
-VARIANTS = (LINK_RX, OVS, LINK_ONEWAY)
+VLINK_RX = "virtio link, reflected by the peer"
+VARIANTS = (LINK_RX, OVS, LINK_ONEWAY, VLINK_RX)
 
 
 def testpmd_on(core: int) -> list[str]:
@@ -43,6 +46,42 @@ def testpmd_on(core: int) -> list[str]:
     script = (f"exec /usr/bin/stdbuf -oL {TESTPMD} $(cat /run/dpdk/eal.args) --lcores 0@{core},1@{core} --main-lcore 0 "
               "--iova-mode=va -- -i --total-num-mbufs=4096")
     return ["/bin/sh", "-c", script]
+
+
+def run_pingpong(root: str, bundle_path: str, cid: str, reflector: Testpmd | None) -> tuple[str, str]:
+    """Run a pingpong container to its end; (stdout, stderr).
+
+    ``reflector`` (the link's peer; None through OVS) forwards only for this run, so no other
+    poller shares its core.  pingpong holds its port open after its results until its stdin
+    ends: the peer stops forwarding in between, since DPDK 22.11's memif can crash a side that
+    polls while its other side closes.
+    """
+    CONTAINER_IDS.add(cid)
+    if reflector is not None:
+        reflector.cmd("set fwd macswap")
+        reflector.cmd("start")
+    proc = subprocess.Popen([RUNC, "--root", root, "run", "--bundle", bundle_path, cid], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    out: list[str] = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("pingpong: done"):
+                break
+    finally:
+        if reflector is not None:
+            reflector.stop_fwd()
+    try:
+        proc.stdin.close()
+        rest = proc.stdout.read()  # what it prints while closing (its stderr is EAL's few lines)
+        err = proc.stderr.read() if proc.stderr is not None else ""
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return "".join(out) + rest, err
 
 
 def run_links(b: Bench) -> Section:
@@ -68,6 +107,8 @@ def run_links(b: Bench) -> Section:
     root = b.runc_root("runc-links")
     bdir = b.dir("bundles-links")
     link_ann = {P + "link": LINK, P + "hugepages": "64Mi"}
+    # virtio mode: the first side (virtio_user, server) waits in EAL init for the second (net_vhost)
+    vlink_ann = {P + "link": json.dumps([{"name": VLINK, "mode": "virtio"}]), P + "hugepages": "64Mi"}
     ovs_ann = {P + "vhost-user": "1", P + "hugepages": "64Mi"}
 
     def pmd_sleep(us: int) -> None:
@@ -84,6 +125,16 @@ def run_links(b: Bench) -> Section:
     sender = Testpmd.container(root, bundle(bdir / "s", testpmd_on(0), link_ann, hooks), "lksend")
     b.on_cleanup("link sender", sender.quit)
     sender.wait_for("testpmd> ", timeout_s=60)
+    # the virtio pair: S' (virtio_user: no copies on the sending core, as through OVS) first
+    vsender = Testpmd.container(root, bundle(bdir / "vs", testpmd_on(0), vlink_ann, hooks), "lkvsend")
+    b.on_cleanup("virtio link sender", vsender.quit)
+    deadline = time.monotonic() + 30
+    while "lkvsend" not in env.ledger() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    vpeer = Testpmd.container(root, bundle(bdir / "vr", testpmd_on(1), vlink_ann, hooks), "lkvpeer")
+    b.on_cleanup("virtio link peer", vpeer.quit)
+    vsender.wait_for("testpmd> ", timeout_s=60)
+    vpeer.wait_for("testpmd> ", timeout_s=60)
     via_ovs = Testpmd.container(root, bundle(bdir / "o", testpmd_on(0), ovs_ann, hooks), "lkovs")
     b.on_cleanup("OVS sender", via_ovs.quit)
     via_ovs.wait_for("testpmd> ", timeout_s=60)
@@ -101,10 +152,22 @@ def run_links(b: Bench) -> Section:
     b.say(f"links: roles {roles}; {', '.join(VARIANTS)}; {reps} turns each per frame size, {window:g} s windows")
 
     for frame, length, _ in FRAMES:
-        for tp in (sender, via_ovs):
+        for tp in (sender, via_ovs, vsender):
             tp.cmd(f"set txpkts {length}")
         for rep in range(reps):
-            for variant in VARIANTS[rep % 3:] + VARIANTS[:rep % 3]:
+            for variant in VARIANTS[rep % len(VARIANTS):] + VARIANTS[:rep % len(VARIANTS)]:
+                if variant == VLINK_RX:
+                    vsender.cmd(f"set txpkts {frame}")
+                    vsender.cmd("set fwd flowgen")
+                    vpeer.cmd("set fwd macswap")
+                    vpeer.cmd("start")
+                    vsender.cmd("start")
+                    try:
+                        record(variant, frame, measure(vsender, vsender, window, warm))
+                    finally:
+                        vsender.stop_fwd()
+                        vpeer.stop_fwd()
+                    continue
                 if variant == OVS:
                     via_ovs.cmd(f"set txpkts {frame}")  # flowgen takes 4 bytes off for the FCS
                     via_ovs.cmd("set fwd flowgen")
@@ -134,6 +197,7 @@ def run_links(b: Bench) -> Section:
                     peer.stop_fwd()
     sender.quit()  # the link's client side is free for the pingpong containers
     via_ovs.quit()
+    vsender.quit()  # the virtio link's server side is free: a pingpong container takes it, vpeer reconnects
 
     pp_dir, why = build_pingpong(b)
     if pp_dir is None:
@@ -141,32 +205,32 @@ def run_links(b: Bench) -> Section:
     else:
         b.say("links: latency, one packet in flight (pingpong; the link's peer or OVS reflects)")
         pp_mount = [{"destination": "/bench", "type": "bind", "source": pp_dir, "options": ["rbind", "ro"]}]
-        pp_args = f"-- --sizes {','.join(str(f[1]) for f in FRAMES)} --count {pings}"
+        pp_args = f"-- --sizes {','.join(str(f[1]) for f in FRAMES)} --count {pings} --hold-stdin"
         script = f"exec /bench/pingpong $(cat /run/dpdk/eal.args) --lcores 0@0 --main-lcore 0 --iova-mode=va {pp_args}"
         pp_bundles = {LINK_RX: bundle(bdir / "pp-link", ["/bin/sh", "-c", script], link_ann, hooks, extra_mounts=pp_mount),
-                      OVS: bundle(bdir / "pp-ovs", ["/bin/sh", "-c", script], ovs_ann, hooks, extra_mounts=pp_mount)}
-        peer.cmd("set fwd macswap")
-        peer.cmd("start")
-        try:
-            for rep in range(lat_reps):
-                for variant in ((LINK_RX, OVS) if rep % 2 == 0 else (OVS, LINK_RX)):
-                    cid = f"lkpp{rep}{'l' if variant == LINK_RX else 'o'}"
-                    if variant == OVS:
-                        pmd_sleep(0)
-                    try:
-                        res = runc(root, "run", "--bundle", pp_bundles[variant], cid, timeout=300)
-                    finally:
-                        pmd_sleep(10000)
-                        runc(root, "delete", "--force", cid)
-                    found = parse_pingpong(res.stdout)
-                    if not found:
-                        notes.append(f"pingpong {variant} gave no result: {res.stderr.strip()[-200:]}")
-                    for frame, length, _ in FRAMES:
-                        if length in found:
-                            latency.setdefault(variant, {}).setdefault(frame, []).append(found[length])
-        finally:
-            peer.stop_fwd()
+                      OVS: bundle(bdir / "pp-ovs", ["/bin/sh", "-c", script], ovs_ann, hooks, extra_mounts=pp_mount),
+                      VLINK_RX: bundle(bdir / "pp-vlink", ["/bin/sh", "-c", script], vlink_ann, hooks, extra_mounts=pp_mount)}
+        # each pingpong run starts and stops its own reflector (run_pingpong)
+        for rep in range(lat_reps):
+            order = (LINK_RX, OVS, VLINK_RX)
+            for variant in order[rep % 3:] + order[:rep % 3]:
+                cid = f"lkpp{rep}{ {LINK_RX: 'l', OVS: 'o', VLINK_RX: 'v'}[variant] }"
+                if variant == OVS:
+                    pmd_sleep(0)
+                reflector = {LINK_RX: peer, VLINK_RX: vpeer}.get(variant)
+                try:
+                    out, err = run_pingpong(root, pp_bundles[variant], cid, reflector)
+                finally:
+                    pmd_sleep(10000)
+                    runc(root, "delete", "--force", cid)
+                found = parse_pingpong(out)
+                if not found:
+                    notes.append(f"pingpong {variant} gave no result: {err.strip()[-200:]}")
+                for frame, length, _ in FRAMES:
+                    if length in found:
+                        latency.setdefault(variant, {}).setdefault(frame, []).append(found[length])
     peer.quit()
+    vpeer.quit()
 
     # ---- results -------------------------------------------------------------------------
     rows, trows = [], []
@@ -196,7 +260,8 @@ def run_links(b: Bench) -> Section:
                   ["path", "frame B", "min", "median", "p99", "samples", "lost"], lrows)
     sec.notes.append("Reflected variants: one container sends and receives on core 0; the other end (the link's peer container, "
                      "or OVS's PMD) reflects on core 1: two busy pollers each.  One way: sender core 0, receiver core 1.")
-    sec.notes.append("The link is memif (the default mode): the hook made no switch port for it (checked on the bridge).")
+    sec.notes.append("'link' is memif (the default mode); 'virtio link' is the virtio_user (sender) / net_vhost (peer) pair; "
+                     "the hook made no switch port for either (checked on the bridge).")
     sec.notes += notes
     sec.data = {"throughput": through, "throughput_rows": trows, "latency": latency, "latency_rows": lat_rows, "roles": roles,
                 "window_s": window, "turns": reps}
@@ -206,16 +271,18 @@ def run_links(b: Bench) -> Section:
         ref = [v.get("rx_pps", float("nan")) for v in through.get(OVS, {}).get(frame, [])]
         return [m / r for m, r in zip(mine, ref, strict=False) if r > 0]
 
-    ratios = {v: {f: median(turn_ratios(v, f)) for f, _, _ in FRAMES} for v in (LINK_RX, LINK_ONEWAY)}
+    ratios = {v: {f: median(turn_ratios(v, f)) for f, _, _ in FRAMES} for v in (LINK_RX, LINK_ONEWAY, VLINK_RX)}
     sec.data["ratios_to_ovs"] = ratios
     link64, ovs64 = med.get((LINK_RX, 64), float("nan")), med.get((OVS, 64), float("nan"))
     sec.targets.append(Target("link_vs_ovs", "link / through OVS, 64 B, packets per second at the receiver (both reflected; "
                                              "median of per-turn ratios)", ratios[LINK_RX][64], 2.0, "x", ">=",
                               note=f"medians: link {fmt(link64 / 1e6, 3)} Mpps vs OVS {fmt(ovs64 / 1e6, 3)} Mpps; link one way / OVS "
-                                   f"{fmt(ratios[LINK_ONEWAY][64], 2)}x at 64 B, {fmt(ratios[LINK_ONEWAY][1518], 2)}x at 1518 B"))
-    lat = {v: {r["frame"]: r["p50_us"] for r in lat_rows if r["variant"] == v} for v in (LINK_RX, OVS)}
+                                   f"{fmt(ratios[LINK_ONEWAY][64], 2)}x at 64 B, {fmt(ratios[LINK_ONEWAY][1518], 2)}x at 1518 B; "
+                                   f"virtio link reflected / OVS {fmt(ratios[VLINK_RX][64], 2)}x at 64 B"))
+    lat = {v: {r["frame"]: r["p50_us"] for r in lat_rows if r["variant"] == v} for v in (LINK_RX, OVS, VLINK_RX)}
     if lat[LINK_RX].get(64) and lat[OVS].get(64):
         sec.targets.append(Target("link_latency_vs_ovs", "link / through OVS, 64 B, median round trip with one packet in flight",
                                   lat[LINK_RX][64] / lat[OVS][64], 1.0, "x", "<=",
-                                  note=f"link {fmt(lat[LINK_RX][64], 2)} µs vs OVS {fmt(lat[OVS][64], 2)} µs"))
+                                  note=f"link {fmt(lat[LINK_RX][64], 2)} µs vs OVS {fmt(lat[OVS][64], 2)} µs; virtio link "
+                                       f"{fmt(lat[VLINK_RX].get(64, float('nan')), 2)} µs"))
     return sec

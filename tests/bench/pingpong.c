@@ -6,7 +6,11 @@
  * in TSC cycles, and only then sends the next.  testpmd has no such mode, hence this file;
  * the benchmark compiles it at run time with the packaged DPDK (pkg-config libdpdk).
  *
- *   pingpong <EAL args> -- --sizes 60,1514 --count 20000 [--warmup-s 10] [--timeout-us 200000]
+ *   pingpong <EAL args> -- --sizes 60,1514 --count 20000 [--warmup-s 10] [--timeout-us 200000] [--hold-stdin]
+ *
+ * --hold-stdin: after the results, print "pingpong: done" and keep the port open until stdin
+ * ends, so the caller can stop the peer's forwarding first (DPDK 22.11's memif can crash a peer
+ * that polls while its other side closes).
  *
  * Sizes are frame lengths without the 4-byte FCS (60 = a 64-byte frame on the wire).
  * Prints one JSON object per size on stdout, e.g.
@@ -15,6 +19,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,11 +144,13 @@ int main(int argc, char **argv)
 	unsigned sizes[MAX_SIZES] = {60};
 	unsigned n_sizes = 1, count = 10000;
 	double warmup_s = 10.0, timeout_us = 200000.0;
+	int hold_stdin = 0;
 	static const struct option opts[] = {
 		{"sizes", required_argument, NULL, 's'},
 		{"count", required_argument, NULL, 'c'},
 		{"warmup-s", required_argument, NULL, 'w'},
 		{"timeout-us", required_argument, NULL, 't'},
+		{"hold-stdin", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	int opt;
@@ -163,6 +170,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			timeout_us = strtod(optarg, NULL);
+			break;
+		case 'h':
+			hold_stdin = 1;
 			break;
 		default:
 			fprintf(stderr, "pingpong: unknown option\n");
@@ -234,6 +244,13 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	free(samples);
+	if (hold_stdin) {
+		char buf[64];
+		printf("pingpong: done\n");
+		fflush(stdout);
+		while (read(0, buf, sizeof(buf)) > 0)
+			;
+	}
 	rte_eth_dev_stop(port);
 	rte_eth_dev_close(port);
 	rte_eal_cleanup();
