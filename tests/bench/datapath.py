@@ -167,6 +167,16 @@ def parse_pingpong(text: str) -> dict[int, dict[str, Any]]:
     return found
 
 
+def add_pingpong(latency: dict[str, dict[int, list[dict[str, Any]]]], notes: list[str], variant: str, out: str, err: str) -> None:
+    """File one pingpong run's results under ``latency[variant][frame]``, or note that it gave none."""
+    found = parse_pingpong(out)
+    if not found:
+        notes.append(f"pingpong {variant} gave no result: {err.strip()[-200:]}")
+    for frame, length, _ in FRAMES:
+        if length in found:
+            latency.setdefault(variant, {}).setdefault(frame, []).append(found[length])
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
 
@@ -365,12 +375,7 @@ def run_datapath(b: Bench) -> Section:
                         res = runc(root, "run", "--bundle", pp_bundles[variant], cid, timeout=300)
                         runc(root, "delete", "--force", cid)
                         out, err = res.stdout, res.stderr
-                    found = parse_pingpong(out)
-                    if not found:
-                        notes.append(f"pingpong {variant} gave no result: {err.strip()[-200:]}")
-                    for frame, length, _ in FRAMES:
-                        if length in found:
-                            latency.setdefault(variant, {}).setdefault(frame, []).append(found[length])
+                    add_pingpong(latency, notes, variant, out, err)
         finally:
             vhost.stop_fwd()
     b.cleanup(keep=mark)  # the host testpmds, the hugetlbfs, the containers
@@ -454,12 +459,7 @@ def run_datapath(b: Bench) -> Section:
         finally:
             pmd_sleep(10000)
             runc(root, "delete", "--force", "dpppovs")
-        found = parse_pingpong(res.stdout)
-        if not found:
-            notes.append(f"pingpong through OVS gave no result: {res.stderr.strip()[-200:]}")
-        for frame, length, _ in FRAMES:
-            if length in found:
-                latency.setdefault("through OVS (container)", {}).setdefault(frame, []).append(found[length])
+        add_pingpong(latency, notes, "through OVS (container)", res.stdout, res.stderr)
     for frame, _, payload in FRAMES:
         latency.setdefault("kernel veth+bridge (ping)", {}).setdefault(frame, []).append(kernel.ping(500 if b.quick else 2000, payload))
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from hook.admin.demo import TESTPMD
 from tests.bench.common import CONTAINER_IDS, RUNC, Bench, P, Section, Target, bundle, fmt, hook_entry, median, runc
-from tests.bench.datapath import FRAMES, Testpmd, build_pingpong, measure, parse_pingpong
+from tests.bench.datapath import FRAMES, Testpmd, add_pingpong, build_pingpong, measure
 from tests.bench.start import start_ovs
 
 LINK = "bench-link"
@@ -156,18 +156,6 @@ def run_links(b: Bench) -> Section:
             tp.cmd(f"set txpkts {length}")
         for rep in range(reps):
             for variant in VARIANTS[rep % len(VARIANTS):] + VARIANTS[:rep % len(VARIANTS)]:
-                if variant == VLINK_RX:
-                    vsender.cmd(f"set txpkts {frame}")
-                    vsender.cmd("set fwd flowgen")
-                    vpeer.cmd("set fwd macswap")
-                    vpeer.cmd("start")
-                    vsender.cmd("start")
-                    try:
-                        record(variant, frame, measure(vsender, vsender, window, warm))
-                    finally:
-                        vsender.stop_fwd()
-                        vpeer.stop_fwd()
-                    continue
                 if variant == OVS:
                     via_ovs.cmd(f"set txpkts {frame}")  # flowgen takes 4 bytes off for the FCS
                     via_ovs.cmd("set fwd flowgen")
@@ -179,22 +167,23 @@ def run_links(b: Bench) -> Section:
                         via_ovs.stop_fwd()
                         pmd_sleep(10000)
                     continue
-                if variant == LINK_RX:
-                    sender.cmd(f"set txpkts {frame}")
-                    sender.cmd("set fwd flowgen")
-                    peer.cmd("set fwd macswap")
+                tx, other = (vsender, vpeer) if variant == VLINK_RX else (sender, peer)
+                reflected = variant in (LINK_RX, VLINK_RX)
+                if reflected:
+                    tx.cmd(f"set txpkts {frame}")
+                    tx.cmd("set fwd flowgen")
+                    other.cmd("set fwd macswap")
                 else:
-                    sender.cmd(f"set txpkts {length}")
-                    sender.cmd("set fwd txonly")
-                    peer.cmd("set fwd rxonly")
-                peer.cmd("start")
-                sender.cmd("start")
+                    tx.cmd(f"set txpkts {length}")
+                    tx.cmd("set fwd txonly")
+                    other.cmd("set fwd rxonly")
+                other.cmd("start")
+                tx.cmd("start")
                 try:
-                    rx = sender if variant == LINK_RX else peer
-                    record(variant, frame, measure(rx, sender, window, warm))
+                    record(variant, frame, measure(tx if reflected else other, tx, window, warm))
                 finally:
-                    sender.stop_fwd()
-                    peer.stop_fwd()
+                    tx.stop_fwd()
+                    other.stop_fwd()
     sender.quit()  # the link's client side is free for the pingpong containers
     via_ovs.quit()
     vsender.quit()  # the virtio link's server side is free: a pingpong container takes it, vpeer reconnects
@@ -223,12 +212,7 @@ def run_links(b: Bench) -> Section:
                 finally:
                     pmd_sleep(10000)
                     runc(root, "delete", "--force", cid)
-                found = parse_pingpong(out)
-                if not found:
-                    notes.append(f"pingpong {variant} gave no result: {err.strip()[-200:]}")
-                for frame, length, _ in FRAMES:
-                    if length in found:
-                        latency.setdefault(variant, {}).setdefault(frame, []).append(found[length])
+                add_pingpong(latency, notes, variant, out, err)
     peer.quit()
     vpeer.quit()
 
