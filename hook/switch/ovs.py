@@ -133,8 +133,7 @@ class OvsSwitch:
         committed = False
         rules_first = False  # rules sent before the commit (and so to be deleted if it fails)
         rules_in = False
-        names = [p.name for p in ports] + [k.host_name for k in kernel]
-        bridges = {p.name: p.bridge for p in ports} | {k.host_name: k.bridge for k in kernel}
+        bridges = {p.name: p.bridge for p in ports} | {k.host_name: k.bridge for k in kernel}  # by port name
         try:
             with self._connect() as db:
                 lock = self._ofport_lock() if self.config.anti_spoofing else None
@@ -154,7 +153,7 @@ class OvsSwitch:
                             break
                         except TransactError as exc:
                             if rules_first:
-                                self._remove_rules(names, bridges, snap)
+                                self._remove_rules(list(bridges), bridges)
                                 rules_in = False
                             if attempt == 2:  # the switch changed under us twice: say what failed
                                 raise self._error(f"the switch refused the port transaction: {exc.reason}") from None
@@ -167,13 +166,13 @@ class OvsSwitch:
             if self.config.anti_spoofing and not rules_first:
                 self._install_rules(ports, kernel, ofports, committed=True)
         except OvsdbError as exc:
-            self._undo_add(owner, ports, kernel, committed, rules_in, names, bridges)
+            self._undo_add(owner, ports, kernel, committed, rules_in, bridges)
             reason = exc.reason
             if exc.timed_out:
                 reason += f" (timed out after {self.config.timeout_s:g}s; is ovs-vswitchd running?)"
             raise self._error(reason + ("; ports removed again" if committed else "")) from None
         except SwitchError:
-            self._undo_add(owner, ports, kernel, committed, rules_in, names, bridges)
+            self._undo_add(owner, ports, kernel, committed, rules_in, bridges)
             raise
 
     def remove_ports(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec] = ()) -> None:
@@ -417,12 +416,17 @@ class OvsSwitch:
         except OvsdbError as exc:
             raise self._error(exc.reason) from None
 
-    def _remove_rules(self, names: list[str], bridges: dict[str, str] | None, snap: Snapshot) -> None:
+    def _remove_rules(self, names: list[str], bridges: dict[str, str] | None, snap: Snapshot | None = None) -> None:
+        """Delete the rules of ``names``; their bridges from ``bridges``, else looked up in ``snap``."""
         from hook.switch import openflow
 
         per_bridge: dict[str, list[tuple[int, int, int | None]]] = {}
         for name in names:
-            bridge = bridges.get(name) if bridges is not None else snap.bridge_of_port(snap.ports[name]["_uuid"])
+            if bridges is not None:
+                bridge = bridges.get(name)
+            else:
+                assert snap is not None
+                bridge = snap.bridge_of_port(snap.ports[name]["_uuid"])
             if bridge:
                 per_bridge.setdefault(bridge, []).append((openflow.port_cookie(self.config.scope, name), (1 << 64) - 1, None))
         for bridge, delete in per_bridge.items():
@@ -448,6 +452,7 @@ class OvsSwitch:
             raise self._error(f"cannot open the port-number lock {path}: {exc.strerror or exc}") from None
         import fcntl
 
+        # polled, not the ledger's SIGALRM-bounded wait: a switch may be driven from a thread
         deadline = time.monotonic() + self.config.timeout_s
         while True:
             try:
@@ -466,14 +471,13 @@ class OvsSwitch:
         kernel: Sequence[KernelPortSpec],
         committed: bool,
         rules_in: bool,
-        names: list[str],
         bridges: dict[str, str],
     ) -> None:
         """After a failed add: remove the committed ports (and their rules), or rules sent before a commit that never came."""
         if committed:
             self._rollback(owner, ports, kernel)
         elif rules_in:
-            self._remove_rules(names, bridges, Snapshot.from_results([{}, {}, {}, {}]))
+            self._remove_rules(list(bridges), bridges)
 
     def _rollback(self, owner: str, ports: Sequence[PortLease], kernel: Sequence[KernelPortSpec]) -> None:
         """Best effort: remove what a failed add committed."""
