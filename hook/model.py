@@ -6,7 +6,7 @@ round-trips through :meth:`Reservation.to_dict` / :meth:`Reservation.from_dict`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 MODE_SERVER = "server"  # the app creates the socket (OVS dpdkvhostuserclient)
@@ -195,8 +195,14 @@ class Reservation:
         return Instance(self.container_id, self.bundle, self.pid, self.pid_start)
 
     def to_dict(self) -> dict[str, Any]:
-        raw = asdict(self)
+        # by hand: dataclasses.asdict deep-copies every value, and the ledger converts every
+        # entry under its lock (asdict was ~0.3 ms per entry)
+        raw = {name: getattr(self, name) for name in _RESERVATION_FIELDS}
+        raw["cpus"] = list(self.cpus)
+        raw["cgroups"] = list(self.cgroups)
+        raw["ports"] = [dict(vars(port)) for port in self.ports]
         raw["kernel_ports"] = [k.to_dict() for k in self.kernel_ports]
+        raw["links"] = [dict(vars(link)) for link in self.links]
         return raw
 
     @classmethod
@@ -207,6 +213,9 @@ class Reservation:
         data["kernel_ports"] = [KernelPortSpec.from_dict(k) for k in data.get("kernel_ports", [])]
         data["links"] = [LinkLease(**link) for link in data.get("links", [])]
         return cls(**data)
+
+
+_RESERVATION_FIELDS = tuple(f.name for f in fields(Reservation))
 
 
 @dataclass(frozen=True)
