@@ -18,6 +18,22 @@ def replace_file(path: str, data: bytes, mode: int | None = None, keep_owner: bo
     ``durable`` False skips the fsyncs (for caches that may be lost).  Raises OSError; the
     temp file is removed on failure.
     """
+    tmp = write_temp(path, data, mode, keep_owner, durable)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+    if durable:
+        fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_temp(path: str, data: bytes, mode: int | None = None, keep_owner: bool = False, durable: bool = True) -> str:
+    """Write ``data`` to a temp file beside ``path`` (fsynced if ``durable``); its path, for a rename.
+
+    The first half of :func:`replace_file`, for a caller that renames later (the ledger
+    writes a snapshot outside its lock and renames it under the lock).
+    """
     directory = os.path.dirname(path) or "."
     try:
         st: os.stat_result | None = os.stat(path)
@@ -42,21 +58,29 @@ def replace_file(path: str, data: bytes, mode: int | None = None, keep_owner: bo
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         if isinstance(exc, OSError) and exc.filename is None:  # a write on an fd: say which file
             raise OSError(exc.errno, exc.strerror, path) from exc
         raise
-    if durable:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    return tmp
+
+
+def fsync_dir(directory: str) -> None:
+    """Make the names in ``directory`` (a rename, a new file) durable."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def discard(path: str) -> None:
+    """Remove ``path`` if it is there."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def append_line(path: str, line: str, mode: int = 0o640) -> None:

@@ -101,14 +101,23 @@ def _request(bundle_config: dict[str, Any], annotations: dict[str, Any], config:
 
 
 def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instance, uid: int, gid: int,
-             log: Log) -> Reservation:
-    """Record the reservation (and any pool growth, before it happens), then grow the pool."""
+             log: Log, stale: list[str] | None = None) -> Reservation | None:
+    """Record the reservation (and any pool growth, before it happens), then grow the pool.
+
+    With ``stale``: if an earlier instance of this container (same id and bundle) holds an
+    entry and its process is gone, reserve nothing, put their keys there and return None
+    (checked in the same hold, so a start takes the lock once).
+    """
     from hook.host import cgroups, hugepages
     from hook.host.topology import read_topology
 
     key = new_key(os.urandom(8))
     cgroup_dirs = cgroups.cgroup_dirs(instance.pid) if instance.pid is not None else []
     with ledger.locked() as data:
+        if stale is not None:
+            stale += [res.key for res in data.by_container(instance.container_id, instance.bundle) if not alive(res)]
+            if stale:
+                return None
         # Pools are read under the lock: what another start reserved a moment ago is visible.
         decision = allocate(request, config, read_topology(), data.entries, instance, key, time.time())
         res = decision.reservation
@@ -121,30 +130,32 @@ def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instanc
         if decision.grow_pages:
             res.grow_from = hugepages.pool_size(res.numa_node, res.hugepage_size_kib)
         data.put(res)
-        data.commit()
         lock_wait = data.lock_wait_s
-        faults.point("reserved")
-        if decision.grow_pages:
+        if decision.grow_pages:  # the record is durable before the pool grows, under the lock
+            data.commit()
+            faults.point("reserved")
             hugepages.grow(res.numa_node, res.hugepage_size_kib, decision.grow_pages)
             res.grow_done = True
             data.put(res)
             data.commit()
             faults.point("pool-grown")
-    # read, decide, write, fsync: up to the release, not the moments after it at normal
-    # priority, when a busy host's other hooks get the CPU first
-    lock_held = ledger.released_at - data.locked_at
+    # leaving the block flushed the record (after letting go of the lock): durable before any effect
+    faults.point("reserved")
+    # read, decide, write: up to the release, not the flush after it, nor the moments at
+    # normal priority after it, when a busy host's other hooks get the CPU first
+    lock_held = data.released_at - data.locked_at
+    lock_cpu = data.lock_cpu_s
     log.info("reserved", key=res.key, cpus=res.cpus, hugepages_mib=res.hugepages_mib, ports=[p.name for p in res.ports],
-             grown_pages=res.grown_pages, lock_wait_ms=round(lock_wait * 1000, 2), lock_held_ms=round(lock_held * 1000, 2))
+             grown_pages=res.grown_pages, lock_wait_ms=round(lock_wait * 1000, 2), lock_held_ms=round(lock_held * 1000, 2),
+             lock_cpu_ms=round(lock_cpu * 1000, 2))
     return res
 
 
-def _reclaim_dead(config: Config, log: Log, budget: Budget | None = None, container_id: str | None = None,
-                  bundle: str | None = None) -> list[str]:
-    """Release entries whose process is provably gone (all, or of one container); their keys."""
+def _reclaim_dead(config: Config, log: Log, budget: Budget | None = None) -> list[str]:
+    """Release entries whose process is provably gone; their keys."""
     ledger = Ledger(config.ledger_path, budget.wait_for(5.0) if budget else None)
     with ledger.locked() as data:
-        pool = data.by_container(container_id, bundle) if container_id is not None else list(data.entries.values())
-        dead = [res.key for res in pool if not alive(res)]
+        dead = [res.key for res in data.entries.values() if not alive(res)]
     freed = []
     for key in dead:
         if release_key(key, config, log, budget):
@@ -168,19 +179,23 @@ def prestart(state: State, config: Config, log: Log, budget: Budget | None = Non
     ledger = Ledger(config.ledger_path, budget.wait_for(10.0))
     started = time.monotonic()
 
-    # An earlier instance of this container (same id and bundle) whose process is gone and
-    # whose poststop never ran (podman restart, a crash): release it first.
-    stale = _reclaim_dead(config, log, budget, state.container_id, state.bundle)
-    if stale:
-        log.warning("released stale reservations of an earlier instance", keys=stale)
     try:
-        res = _reserve(request, config, ledger, instance, uid, gid, log)
+        # An earlier instance of this container (same id and bundle) whose process is gone and
+        # whose poststop never ran (podman restart, a crash): release it first.
+        stale: list[str] = []
+        reserved = _reserve(request, config, ledger, instance, uid, gid, log, stale)
+        if reserved is None:
+            released = [key for key in stale if release_key(key, config, log, budget)]
+            log.warning("released stale reservations of an earlier instance", keys=released)
+            reserved = _reserve(request, config, ledger, instance, uid, gid, log)
     except ResourceExhausted:
         freed = _reclaim_dead(config, log, budget)  # self-healing: only provably dead instances
         if not freed:
             raise
         log.warning("reclaimed reservations of containers that are gone", keys=freed)
-        res = _reserve(request, config, ledger, instance, uid, gid, log)
+        reserved = _reserve(request, config, ledger, instance, uid, gid, log)
+    assert reserved is not None  # without ``stale`` it reserves or raises
+    res = reserved
 
     plan = make_plan(res)
     undo = Rollback()

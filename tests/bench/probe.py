@@ -111,7 +111,8 @@ def patch(timer: PhaseTimer, modules: dict[str, Any]) -> None:
             setattr(mod, attr, timer.wrap(phase, getattr(mod, attr)))
     ledger = modules["hook.host.ledger"].Ledger
     ledger.locked = timer.wrap_cm("ledger", ledger.locked)
-    ledger._save = timer.wrap("ledger write+fsync", ledger._save)
+    ledger._append = timer.wrap("ledger write+fsync", ledger._append)  # the journal line, under the lock
+    ledger._flush = timer.wrap("ledger write+fsync", ledger._flush)  # its fdatasync, after the lock
     ovs = modules["hook.switch.ovs"].OvsSwitch
     ovs.add_ports = timer.wrap("switch", ovs.add_ports)
     ovs.remove_ports = timer.wrap("switch", ovs.remove_ports)

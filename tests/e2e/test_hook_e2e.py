@@ -308,8 +308,8 @@ def test_gc_rebuild_recovers_a_corrupt_ledger(env: HookEnv, ovs: OvsInstance, tm
     subprocess.run(["runc", "--root", runc_root, "create", "--bundle", bundle, "live"], check=True, timeout=60,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ledger = env.state_dir / "ledger.json"
-        ledger.write_text(ledger.read_text().replace('"cpus":[', '"cpus":[1,', 1))  # tampered
+        journal = next(env.state_dir.glob("ledger.json.journal.*"))  # the entry's line (the snapshot is folded later)
+        journal.write_text(journal.read_text().replace('"cpus":[', '"cpus":[1,', 1))  # tampered
         refused = env.run("status")
         assert refused.returncode == 5 and "corrupt" in refused.stderr
         rebuilt = env.run("gc", "--rebuild")

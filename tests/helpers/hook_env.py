@@ -73,11 +73,9 @@ class HookEnv:
 
     def ledger_entries(self) -> dict[str, dict[str, object]]:
         """Ledger entries as stored: by instance key."""
-        path = self.state_dir / "ledger.json"
-        if not path.exists():
-            return {}
-        entries: dict[str, dict[str, object]] = json.loads(path.read_text())["entries"]
-        return entries
+        from hook.host.ledger import Ledger
+
+        return {key: res.to_dict() for key, res in Ledger(str(self.state_dir / "ledger.json")).peek().items()}
 
     def events(self) -> list[dict[str, object]]:
         if not self.log_file.exists():

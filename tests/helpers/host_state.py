@@ -60,17 +60,14 @@ def _decode(cell: Any) -> Any:
 
 def ledger_ids(state_dir: Path) -> tuple[str, ...]:
     """Container ids with a ledger entry; ``('<unreadable ledger>',)`` when it does not parse."""
-    path = state_dir / "ledger.json"
+    from hook.errors import LedgerCorrupt
+    from hook.host.ledger import Ledger
+
     try:
-        entries = json.loads(path.read_text())["entries"]
-    except FileNotFoundError:
-        return ()
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = Ledger(str(state_dir / "ledger.json")).peek()
+    except LedgerCorrupt:
         return ("<unreadable ledger>",)
-    ids = []
-    for key, entry in entries.items():
-        ids.append(str(entry.get("container_id", key)) if isinstance(entry, dict) else str(key))
-    return tuple(sorted(ids))
+    return tuple(sorted(res.container_id for res in entries.values()))
 
 
 def owned_rows(ovs: OvsInstance | None) -> tuple[tuple[str, str, str], ...]:

@@ -22,14 +22,27 @@ def res(key: str, cpus: list[int], mib: int = 0, ports: list[PortLease] | None =
                        hugepages_mib=mib, ports=ports or [])
 
 
-def test_round_trip_and_checksum(tmp_path: Path) -> None:
-    """What is put is read back, and the file carries a checksum over its entries."""
+def _files(tmp_path: Path) -> tuple[dict, list[bytes]]:
+    """The snapshot's header and the lines of the one journal beside it."""
+    header = json.loads((tmp_path / "ledger.json").read_bytes().split(b"\n", 1)[0])
+    journals = sorted(tmp_path.glob("ledger.json.journal.*"))
+    assert [p.name for p in journals] == [header["journal"]]
+    return header, journals[0].read_bytes().splitlines(keepends=True)
+
+
+def test_round_trip_snapshot_and_journal(tmp_path: Path) -> None:
+    """What is put is read back; a change is one checksummed journal line, not a rewritten file."""
     ledger = Ledger(str(tmp_path / "ledger.json"))
     with ledger.locked() as data:
         data.put(res("a", [1, 2], 64))
-    assert ledger.snapshot()["a"].cpus == [1, 2]
-    raw = json.loads((tmp_path / "ledger.json").read_text())
-    assert raw["format"] == 2 and len(raw["checksum"]) == 64
+    with ledger.locked() as data:
+        data.put(res("b", [3]))
+        data.drop("a")
+    assert list(ledger.snapshot()) == ["b"] and ledger.peek()["b"].cpus == [3]
+    header, lines = _files(tmp_path)
+    assert header["format"] == 3 and header["seq"] == 0 and len(header["checksum"]) == 64
+    assert [json.loads(line.split(b" ", 1)[1]) for line in lines] == [
+        {"seq": 1, "put": res("a", [1, 2], 64).to_dict()}, {"seq": 2, "put": res("b", [3]).to_dict()}, {"seq": 3, "drop": "a"}]
 
 
 def test_body_failure_writes_nothing(tmp_path: Path) -> None:
@@ -45,18 +58,19 @@ def test_body_failure_writes_nothing(tmp_path: Path) -> None:
     ("mangle", "reason"),
     [
         (lambda raw: raw.replace('"cpus":[', '"cpus":[7,', 1), "checksum mismatch"),
-        (lambda raw: raw[: len(raw) // 2], "unreadable"),
+        (lambda raw: raw[: len(raw) // 2], "unreadable|checksum mismatch"),
         (lambda raw: "\0" * len(raw), "unreadable"),
         (lambda raw: bytes(range(256)).decode("latin-1") * 4, "unreadable"),
-        (lambda raw: raw.replace('"format":2', '"format":9'), "unknown format"),
+        (lambda raw: raw.replace('"format":3', '"format":9'), "unknown format"),
     ],
 )
-def test_corrupt_ledger_fails_closed(tmp_path: Path, mangle, reason: str) -> None:
-    """A tampered, truncated or unknown ledger raises LedgerCorrupt and is not overwritten."""
+def test_corrupt_snapshot_fails_closed(tmp_path: Path, mangle, reason: str) -> None:
+    """A tampered, truncated or unknown snapshot raises LedgerCorrupt and is not overwritten."""
     path = tmp_path / "ledger.json"
     ledger = Ledger(str(path))
     with ledger.locked() as data:
         data.put(res("a", [1]))
+    assert ledger.rewrite()  # the entry is in the snapshot now
     bad = mangle(path.read_text()).encode("latin-1")  # latin-1: garbage bytes stay bytes, not UTF-8
     path.write_bytes(bad)
     with pytest.raises(LedgerCorrupt, match=reason) as info:
@@ -64,6 +78,69 @@ def test_corrupt_ledger_fails_closed(tmp_path: Path, mangle, reason: str) -> Non
             data.put(res("b", [2]))
     assert "gc --rebuild" in str(info.value)
     assert path.read_bytes() == bad
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda lines: [lines[0].replace(b'"cpus":[', b'"cpus":[7,', 1), *lines[1:]], "journal line 1: checksum mismatch"),
+        (lambda lines: [lines[1], lines[0], *lines[2:]], "journal line 1: sequence 2 after 0"),
+        (lambda lines: [lines[0], lines[2]], "journal line 2: sequence 3 after 1"),
+        (lambda lines: [], "^$"),  # emptied: the entries are gone, which no check can tell (gc --rebuild restores)
+    ],
+)
+def test_corrupt_journal_fails_closed(tmp_path: Path, mangle, reason: str) -> None:
+    """A journal line changed, reordered or missing in the middle is corruption, not a tail to drop."""
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(str(path))
+    for key, cpu in (("a", 1), ("b", 2), ("c", 3)):
+        with ledger.locked() as data:
+            data.put(res(key, [cpu]))
+    header, lines = _files(tmp_path)
+    journal = tmp_path / header["journal"]
+    journal.write_bytes(b"".join(mangle(lines)))
+    if reason == "^$":
+        assert ledger.peek() == {}
+        return
+    with pytest.raises(LedgerCorrupt, match=reason):
+        ledger.peek()
+    with pytest.raises(LedgerCorrupt):
+        with ledger.locked() as data:
+            data.put(res("d", [4]))
+    assert journal.read_bytes() == b"".join(mangle(lines))
+
+
+@pytest.mark.parametrize("tail", [b'0123456789abcdef {"seq":3,"put":{"key"', b"\0" * 40 + b"\n", b"\0" * 17])
+def test_a_cut_short_last_line_is_dropped_and_written_over(tmp_path: Path, tail: bytes) -> None:
+    """A writer killed mid-line, or a crash before its flush (zeros), left a last line never acknowledged:
+    it is ignored, and the next change takes its place."""
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(str(path))
+    for key, cpu in (("a", 1), ("b", 2)):
+        with ledger.locked() as data:
+            data.put(res(key, [cpu]))
+    header, lines = _files(tmp_path)
+    journal = tmp_path / header["journal"]
+    with journal.open("ab") as fh:
+        fh.write(tail)
+    assert sorted(ledger.peek()) == ["a", "b"]
+    with ledger.locked() as data:
+        data.put(res("c", [3]))
+    assert sorted(ledger.peek()) == ["a", "b", "c"]
+    assert journal.read_bytes().startswith(b"".join(lines)) and tail not in journal.read_bytes()
+    assert len(journal.read_bytes().splitlines()) == 3
+
+
+def test_a_missing_journal_is_corruption(tmp_path: Path) -> None:
+    """A snapshot whose journal is gone may have lost changes: fail closed."""
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(str(path))
+    with ledger.locked() as data:
+        data.put(res("a", [1]))
+    header, _ = _files(tmp_path)
+    (tmp_path / header["journal"]).unlink()
+    with pytest.raises(LedgerCorrupt, match="journal is missing"):
+        ledger.snapshot()
 
 
 def test_invariant_violation_is_corruption(tmp_path: Path) -> None:
@@ -74,7 +151,94 @@ def test_invariant_violation_is_corruption(tmp_path: Path) -> None:
         with ledger.locked() as data:
             data.put(res("a", [1]))
             data.put(res("b", [1]))
-    assert not path.exists()
+    assert ledger.peek() == {}
+
+
+def test_the_flush_comes_after_the_lock_is_let_go(tmp_path: Path) -> None:
+    """The fsync is out of the hold, yet done before locked() returns (before any effect)."""
+    import fcntl
+
+    seen: list[bool] = []
+
+    class Watched(Ledger):
+        def _flush(self) -> None:
+            if self._unflushed is not None:
+                probe = os.open(f"{self.path}.lock", os.O_RDWR)
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+                    seen.append(True)
+                finally:
+                    os.close(probe)
+            super()._flush()
+            if seen:
+                seen.append(self._unflushed is None)
+
+    ledger = Watched(str(tmp_path / "ledger.json"))
+    with ledger.locked() as data:
+        data.put(res("a", [1]))
+    assert seen == [True, True]
+
+
+def test_commit_flushes_before_the_lock_is_left(tmp_path: Path) -> None:
+    """A record that must be durable before an effect made under the lock is on disk while it is held."""
+    ledger = Ledger(str(tmp_path / "ledger.json"))
+    with ledger.locked() as data:
+        data.put(res("a", [1]))
+        data.commit()
+        assert ledger._unflushed is None
+        assert b"id-a" in b"".join(_files(tmp_path)[1])
+        assert "a" in Ledger(str(tmp_path / "ledger.json")).peek()
+
+
+def test_a_long_journal_is_folded_into_a_new_snapshot(tmp_path: Path) -> None:
+    """After REWRITE_AFTER changes the next user rewrites: the snapshot holds them, one short journal remains."""
+    from hook.host.ledger import REWRITE_AFTER
+
+    ledger = Ledger(str(tmp_path / "ledger.json"))
+    for i in range(REWRITE_AFTER + 1):
+        with ledger.locked() as data:
+            data.put(res(f"k{i}", [i]))
+    header, lines = _files(tmp_path)
+    assert header["seq"] >= REWRITE_AFTER and len(lines) < REWRITE_AFTER
+    assert sorted(ledger.peek()) == sorted(f"k{i}" for i in range(REWRITE_AFTER + 1))
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_rewrite_gives_up_when_the_ledger_changed_meanwhile(tmp_path: Path) -> None:
+    """A change appended while the new snapshot was being written is not lost: that rewrite is dropped."""
+    path = str(tmp_path / "ledger.json")
+    ledger = Ledger(path)
+    with ledger.locked() as data:
+        data.put(res("a", [1]))
+    before, _ = _files(tmp_path)
+
+    class Interrupted(Ledger):
+        def _create_journal(self, journal: str) -> None:
+            super()._create_journal(journal)
+            with Ledger(path).locked() as other:  # another hook, between the rewrite's two holds
+                other.put(res("b", [2]))
+
+    assert Interrupted(path).rewrite() is False
+    after, lines = _files(tmp_path)
+    assert after == before and len(lines) == 2  # the old snapshot and journal, with the change
+    assert sorted(Ledger(path).peek()) == ["a", "b"]
+    assert Ledger(path).rewrite() is True
+    assert sorted(Ledger(path).peek()) == ["a", "b"] and _files(tmp_path)[1] == []
+
+
+def test_a_format_2_ledger_is_read_and_rewritten_as_format_3(tmp_path: Path) -> None:
+    """An earlier install's single-document ledger keeps its entries across an upgrade."""
+    from hook.host.ledger import _digest
+
+    raw = {"a": res("a", [1]).to_dict()}
+    path = tmp_path / "ledger.json"
+    path.write_text(json.dumps({"format": 2, "checksum": _digest(raw), "entries": raw}))
+    ledger = Ledger(str(path))
+    assert list(ledger.peek()) == ["a"]
+    with ledger.locked() as data:
+        data.put(res("b", [2]))
+    header, _ = _files(tmp_path)
+    assert header["format"] == 3 and sorted(ledger.snapshot()) == ["a", "b"]
 
 
 def test_reset_keeps_the_old_file_aside(tmp_path: Path) -> None:
@@ -105,8 +269,13 @@ def _worker(path: str, cid: str, barrier: multiprocessing.synchronize.Barrier, o
         out.put((cid, str(exc)))
 
 
-def test_fifty_concurrent_reservations_never_double_allocate(tmp_path: Path) -> None:
-    """60 processes reserving at once: no core twice, the hugepage budget (40 x 64Mi) never exceeded."""
+@pytest.mark.parametrize("rewrite_after", [64, 3], ids=["journal", "rewrites-racing"])
+def test_fifty_concurrent_reservations_never_double_allocate(tmp_path: Path, rewrite_after: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """60 processes reserving at once: no core twice, the hugepage budget (40 x 64Mi) never exceeded,
+    no change lost, also while rewrites fold the journal between the changes."""
+    import hook.host.ledger
+
+    monkeypatch.setattr(hook.host.ledger, "REWRITE_AFTER", rewrite_after)  # the forked workers inherit it
     path = str(tmp_path / "ledger.json")
     n = 60
     ctx = multiprocessing.get_context("fork")
@@ -127,6 +296,7 @@ def test_fifty_concurrent_reservations_never_double_allocate(tmp_path: Path) -> 
     assert len(cores) == len(set(cores)) == 40
     assert sum(e.hugepages_mib for e in entries.values()) <= 40 * 64
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert len([f for f in os.listdir(tmp_path) if ".journal." in f]) == 1
 
 
 def test_a_format_1_ledger_is_read_with_keys_from_the_container_ids(tmp_path: Path) -> None:
@@ -141,16 +311,6 @@ def test_a_format_1_ledger_is_read_with_keys_from_the_container_ids(tmp_path: Pa
     path.write_text(json.dumps({"format": 1, "checksum": _digest({"old": entry}), "entries": {"old": entry}}))
     entries = Ledger(str(path)).snapshot()
     assert list(entries) == [legacy_key("old")] and entries[legacy_key("old")].cpus == [3]
-
-
-def test_commit_saves_before_the_lock_is_left(tmp_path: Path) -> None:
-    """A record that must be durable before an effect is on disk while the lock is still held."""
-    path = tmp_path / "ledger.json"
-    ledger = Ledger(str(path))
-    with ledger.locked() as data:
-        data.put(res("a", [1]))
-        data.commit()
-        assert "id-a" in path.read_text()
 
 
 def test_a_busy_lock_gives_up_within_the_timeout(tmp_path: Path) -> None:
