@@ -10,6 +10,7 @@ same lock; the agent keeps no state of its own and can die at any time.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import signal
@@ -44,6 +45,10 @@ def _preload() -> None:
     import hook.switch.static  # noqa: F401
 
     hook.host.mounts._libc()  # dlopen before any fork
+    # What is imported now is shared with every child: kept out of the cyclic collector, a
+    # child's collection (they disable it, see run_stage) never copies those pages.
+    gc.collect()
+    gc.freeze()
 
 
 def _peer_uid(conn: socket.socket) -> int:

@@ -7,6 +7,7 @@ imported; only ours pay for the rest.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -96,6 +97,10 @@ def run_stage(stage: str, raw: bytes) -> int:
     """Run one hook stage on the state JSON ``raw``."""
     if _not_ours(raw):
         return 0
+    # One short process (or the agent's forked child): a cyclic collection would only cost
+    # time, possibly under the ledger lock, and in the agent's child it would touch (and so
+    # copy) every page of the parent's heap.
+    gc.disable()
     from hook.errors import HookError, HostIOError
     from hook.stage.budget import Budget
     from hook.stage.oci import parse_state, read_bundle_config
