@@ -209,12 +209,14 @@ def run_concurrency(b: Bench) -> Section:
                 rec["errors"].append(res[refused[0]][2].strip()[-300:])
     # the ledger lock, as the hook logged it
     held_ms: dict[str, list[float]] = {}
+    cpu_ms: dict[str, list[float]] = {}  # of each hold, the CPU time the holder used (the rest: preempted, or waiting for I/O)
     wait_ms: dict[str, list[float]] = {}
     for env in (disk_env, tmpfs_env):
         for ev in env.events():
             if ev.get("event") == "reserved" and ev.get("container_id") in batch_of:
                 key = batch_of[str(ev["container_id"])]
                 held_ms.setdefault(key, []).append(float(ev["lock_held_ms"]))  # type: ignore[arg-type]
+                cpu_ms.setdefault(key, []).append(float(ev.get("lock_cpu_ms", "nan")))  # type: ignore[arg-type]
                 wait_ms.setdefault(key, []).append(float(ev["lock_wait_ms"]))  # type: ignore[arg-type]
 
     def held_where(fs: str, agent: bool) -> list[float]:
@@ -230,6 +232,8 @@ def run_concurrency(b: Bench) -> Section:
             "refusal_exit_status": rec["refusal_status"],
             "running_ms": summary(rec["running"]), "makespan_ms": summary(rec["makespan"]), "teardown_ms": summary(rec["teardown"]),
             "lock_held_ms": summary(held_ms.get(key, [])), "lock_wait_ms": summary(wait_ms.get(key, [])),
+            "lock_cpu_ms": summary(cpu_ms.get(key, [])),
+            "longest_holds_ms": sorted(zip(held_ms.get(key, []), cpu_ms.get(key, []), strict=True), reverse=True)[:3],
             "running_samples_ms": rec["running"], "errors": rec["errors"][:3],
         }
         o = out[key]
@@ -249,7 +253,9 @@ def run_concurrency(b: Bench) -> Section:
                      f"(exit status {sorted({s for r in out.values() for s in r['refusal_exit_status']}) or '-'} = not enough cores) "
                      "and leave nothing behind.")
     sec.notes.append("lock held (as the hook logs it in its `reserved` event) = from taking the ledger lock to releasing it: "
-                     "read and check the ledger, allocate, write, fsync; the wait for the lock is 'lock wait'.")
+                     "read the ledger and its journal, check, allocate, append the change (its fdatasync follows the release); "
+                     "the wait for the lock is 'lock wait'. A target's note gives the longest hold with the CPU time the "
+                     "holder used in it (the rest it waited: preempted, or for I/O).")
     sec.notes.append(f"state dir on {disk_fs} (a directory under /var/tmp) or on a private tmpfs; 'agent' = the stages go "
                      "through the native client to `dpdk-oci-hook agent` (forked children, everything imported), as install.sh "
                      "registers the hook; else the Python hook runs them in-process.")
@@ -264,13 +270,16 @@ def run_concurrency(b: Bench) -> Section:
         for agent_used in (False, True):
             vals = held_where(fs, agent_used)
             st = summary(vals)
+            pairs = [pair for key, rec in out.items() if rec["ledger_fs"] == fs and rec["kind"].endswith(", agent") == agent_used
+                     for pair in rec["longest_holds_ms"]]
+            longest = max(pairs, default=(float("nan"), float("nan")))
             how = "through the agent" if agent_used else "in-process"
             sec.targets.append(Target(
                 f"lock_p99_{fs}_{'agent' if agent_used else 'in_process'}",
                 f"ledger lock hold p99, K = {', '.join(map(str, ks))} at once, state dir on {fs}, hook {how}",
                 st["p99"], 10.0, "ms", "<=",
                 note=f"{len(vals)} reservations, median {fmt(st['median'], 2)} ms, max {fmt(st['max'], 2)} ms; "
-                     f"p99 by K: {by_k(fs, agent_used)} ms"))
+                     f"p99 by K: {by_k(fs, agent_used)} ms; longest {fmt(longest[0], 2)} ms with {fmt(longest[1], 2)} ms of CPU"))
     sec.targets.append(Target("no_double_core", "cores handed out twice (ledger or kernel affinity), or refusals that left state",
                               float(len(violations)), 0, "cases", "<=", note="; ".join(violations[:3])))
     return sec
