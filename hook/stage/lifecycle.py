@@ -113,13 +113,14 @@ def _reserve(request: Request, config: Config, ledger: Ledger, instance: Instanc
 
     key = new_key(os.urandom(8))
     cgroup_dirs = cgroups.cgroup_dirs(instance.pid) if instance.pid is not None else []
+    sizes = (request.hugepage_size_kib or config.hugepage_size_kib,) if request.hugepages_mib else ()
     with ledger.locked() as data:
         if stale is not None:
             stale += [res.key for res in data.by_container(instance.container_id, instance.bundle) if not alive(res)]
             if stale:
                 return None
         # Pools are read under the lock: what another start reserved a moment ago is visible.
-        decision = allocate(request, config, read_topology(), data.entries, instance, key, time.time())
+        decision = allocate(request, config, read_topology(sizes=sizes), data.entries, instance, key, time.time())
         res = decision.reservation
         res.uid, res.gid, res.cgroups = uid, gid, cgroup_dirs
         cgroups.check_own_cgroups(res, data.entries.values(), alive)
