@@ -7,8 +7,9 @@ round-trips through :meth:`Reservation.to_dict` / :meth:`Reservation.from_dict`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
+_T = TypeVar("_T")
 MODE_SERVER = "server"  # the app creates the socket (OVS dpdkvhostuserclient)
 MODE_CLIENT = "client"  # the host creates the socket (OVS dpdkvhostuser, static sockets)
 MODES = (MODE_SERVER, MODE_CLIENT)
@@ -209,13 +210,30 @@ class Reservation:
     def from_dict(cls, raw: dict[str, Any]) -> Reservation:
         data = dict(raw)
         data.pop("socket_dir", None)  # ledger format 1
-        data["ports"] = [PortLease(**p) for p in data.get("ports", [])]
+        data["ports"] = [_build(PortLease, _PORT_LEASE_FIELDS, p) for p in data.get("ports", [])]
         data["kernel_ports"] = [KernelPortSpec.from_dict(k) for k in data.get("kernel_ports", [])]
-        data["links"] = [LinkLease(**link) for link in data.get("links", [])]
-        return cls(**data)
+        data["links"] = [_build(LinkLease, _LINK_LEASE_FIELDS, link) for link in data.get("links", [])]
+        return _build(cls, _RESERVATION_FIELD_SET, data)
+
+
+def _build(cls: type[_T], names: frozenset[str], raw: dict[str, Any]) -> _T:
+    """``cls(**raw)``, without its ``__init__`` when ``raw`` holds exactly its fields.
+
+    The ledger builds every entry under its lock, and a dataclass's ``__init__`` (a frozen
+    one's most of all) was ~10 µs per entry; a record written whole by ``to_dict`` needs no
+    defaults, and anything else (an older record, an unknown field) takes ``__init__``.
+    """
+    if raw.keys() != names:
+        return cls(**raw)
+    obj = object.__new__(cls)
+    obj.__dict__.update(raw)
+    return obj
 
 
 _RESERVATION_FIELDS = tuple(f.name for f in fields(Reservation))
+_RESERVATION_FIELD_SET = frozenset(_RESERVATION_FIELDS)
+_PORT_LEASE_FIELDS = frozenset(f.name for f in fields(PortLease))
+_LINK_LEASE_FIELDS = frozenset(f.name for f in fields(LinkLease))
 
 
 @dataclass(frozen=True)

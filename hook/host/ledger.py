@@ -53,7 +53,7 @@ except ImportError:  # Python 3.12+ calls it _sha2; hashlib where neither is bui
         from hashlib import sha256
 
 FORMAT = 3
-REWRITE_AFTER = 32  # journal lines; a longer journal is folded into a new snapshot (each line ~20 µs per read)
+REWRITE_AFTER = 16  # journal lines; a longer journal is folded into a new snapshot (each line ~20 µs per read)
 REWRITE_LOCK_WAIT_S = 0.25  # a rewrite is optional: it waits this long for the lock at most
 _JOURNAL_NAME = re.compile(r"\.journal\.([0-9]{1,18})\Z")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -349,3 +350,19 @@ def test_a_failed_write_names_the_file(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out == [str(target), str(errno.EFBIG)]
     assert os.listdir(tmp_path) == []
+
+
+def test_entries_read_back_equal_whatever_the_record_holds() -> None:
+    """from_dict skips __init__ only for a whole record: an older one gets the defaults, an unknown field is refused."""
+    lease = PortLease(index=0, name="dpk0", mode="server", bridge="br", socket_host_path="/s", container_path="/c", mac="02:00:00:00:00:01")
+    whole = res("a", [1, 2], 64, ports=[lease])
+    assert Reservation.from_dict(whole.to_dict()) == whole
+    older = whole.to_dict()
+    del older["cgroups"], older["links"]
+    assert Reservation.from_dict(older) == whole
+    with pytest.raises(TypeError):
+        Reservation.from_dict({**whole.to_dict(), "unknown": 1})
+    with pytest.raises(TypeError):
+        Reservation.from_dict({**whole.to_dict(), "ports": [{**lease.__dict__, "unknown": 1}]})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Reservation.from_dict(whole.to_dict()).ports[0].name = "x"  # type: ignore[misc]
