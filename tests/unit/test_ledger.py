@@ -366,3 +366,23 @@ def test_entries_read_back_equal_whatever_the_record_holds() -> None:
         Reservation.from_dict({**whole.to_dict(), "ports": [{**lease.__dict__, "unknown": 1}]})
     with pytest.raises(dataclasses.FrozenInstanceError):
         Reservation.from_dict(whole.to_dict()).ports[0].name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="real-time scheduling needs CAP_SYS_NICE")
+def test_the_holder_runs_real_time_only_while_it_holds_the_lock(tmp_path: Path) -> None:
+    """A holder is never preempted by the burst's other hooks; before and after, it is a normal task,
+    and what it starts under the lock is too (SCHED_RESET_ON_FORK)."""
+    import subprocess
+    import sys
+
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    ledger = Ledger(str(tmp_path / "ledger.json"))
+    with ledger.locked() as data:
+        held = os.sched_getscheduler(0)
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"], capture_output=True, text=True,
+                               check=True, timeout=60).stdout.strip()
+        data.put(res("a", [1]))
+    assert held == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    assert child == str(os.SCHED_OTHER)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, 0) == niceness
