@@ -53,7 +53,11 @@ except ImportError:  # Python 3.12+ calls it _sha2; hashlib where neither is bui
         from hashlib import sha256
 
 FORMAT = 3
-REWRITE_AFTER = 16  # journal lines; a longer journal is folded into a new snapshot (each line ~20 µs per read)
+# Journal lines after which a user of the ledger folds the journal into a new snapshot.  A
+# line costs every later hold ~10 µs to read; a rewrite costs its user four fsyncs (outside
+# the lock), so a container start leaves it to releases and gc unless the journal is long.
+REWRITE_AFTER = 64
+REWRITE_AFTER_AT_START = 256
 REWRITE_LOCK_WAIT_S = 0.25  # a rewrite is optional: it waits this long for the lock at most
 _JOURNAL_NAME = re.compile(r"\.journal\.([0-9]{1,18})\Z")
 
@@ -268,6 +272,7 @@ class Ledger:
         self.timeout_s = timeout_s  # None: wait for the lock as long as it takes
         self.released_at = 0.0  # when the lock was last let go (before the priority was lowered again)
         self.released_cpu = 0.0  # this thread's CPU time then
+        self.rewrite_after: int | None = None  # None: REWRITE_AFTER (read when used, so tests can lower it)
         self._unflushed: int | None = None  # the journal fd appended to under the lock, to fdatasync after it
 
     # --- reading --------------------------------------------------------------------------
@@ -550,7 +555,7 @@ class Ledger:
         finally:
             self._flush()
         state = data._state
-        if state.generation == 0 or state.journal_lines >= REWRITE_AFTER:
+        if state.generation == 0 or state.journal_lines >= (self.rewrite_after or REWRITE_AFTER):
             self._rewrite_quietly()
 
     def _rewrite_quietly(self) -> None:

@@ -26,7 +26,7 @@ from hook.decide.names import new_key
 from hook.decide.plan import make_plan
 from hook.errors import ResourceExhausted, StateError
 from hook.host import owner_records, run_dirs
-from hook.host.ledger import Ledger
+from hook.host.ledger import REWRITE_AFTER_AT_START, Ledger
 from hook.host.proc import id_maps, pid_start_time, process_alive
 from hook.model import STATE_ACTIVE, STATE_RELEASING, Instance, Request, Reservation
 from hook.request import annotations as annotations_mod
@@ -178,6 +178,7 @@ def prestart(state: State, config: Config, log: Log, budget: Budget | None = Non
     rootfs = rootfs_path(state.bundle, bundle_config)
     instance, uid, gid = _instance(state, bundle_config)
     ledger = Ledger(config.ledger_path, budget.wait_for(10.0))
+    ledger.rewrite_after = REWRITE_AFTER_AT_START  # a start leaves folding the journal to releases and gc
     started = time.monotonic()
 
     try:
