@@ -381,3 +381,14 @@ def tool_version(argv: Sequence[str]) -> str:
         return "?"
     text = (proc.stdout or proc.stderr).strip().splitlines()
     return text[0] if text else "?"
+
+
+def fs_type(path: Path) -> str:
+    """The file system type of the mount holding ``path``."""
+    best, fstype = "", "?"
+    real = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point, kind = line.split()[1], line.split()[2]
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, fstype = point, kind
+    return fstype

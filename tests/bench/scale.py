@@ -44,6 +44,7 @@ from tests.bench.common import (
     bundle,
     container_pid,
     fmt,
+    fs_type,
     hook_entry,
     hugepages_free,
     hugetlb_kib,
@@ -64,17 +65,6 @@ CORES = {P + "cpus": "1"}
 def _exit_status(stderr: str) -> int | None:
     m = re.search(r"exit status (\d+)", stderr)
     return int(m.group(1)) if m else None
-
-
-def _fs_type(path: Path) -> str:
-    """The file system type of the mount holding ``path``."""
-    best, fstype = "", "?"
-    real = os.path.realpath(path)
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        point, kind = line.split()[1], line.split()[2]
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
-            best, fstype = point, kind
-    return fstype
 
 
 def _cpus_allowed(pid: int) -> list[int]:
@@ -120,7 +110,7 @@ def run_concurrency(b: Bench) -> Section:
     b.on_cleanup(f"tmpfs {tmpfs}", lambda: subprocess.run(["umount", "-l", str(tmpfs)], check=True, timeout=30))
     tmpfs_env = make_env(tmpfs, **common)  # type: ignore[arg-type]
     b.config_paths.append(tmpfs_env.config_path)
-    disk_fs = _fs_type(disk_root)
+    disk_fs = fs_type(disk_root)
     in_process, via_agent = no_agent_env(b), agent_env(agent)
     # kind -> (annotations, hook config, hook entry env); "agent": the stages go through the agent
     kinds = {

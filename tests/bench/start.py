@@ -38,6 +38,7 @@ from tests.bench.common import (
     Target,
     bundle,
     fmt,
+    fs_type,
     hook_entry,
     hook_script,
     interleave,
@@ -48,6 +49,7 @@ from tests.bench.common import (
     summary,
 )
 from tests.helpers.hook_client import build_client
+from tests.helpers.hook_env import make_env
 from tests.helpers.ovs_instance import OvsInstance
 
 FULL = {P + "vhost-user": "1", P + "cpus": "1", P + "hugepages": "64Mi"}
@@ -145,11 +147,21 @@ class RuncTimer:
         return ms
 
 
+TMPFS_VARIANT = "full path, agent, native client, state on tmpfs"
+
+
 def run_start(b: Bench) -> Section:
     sec = Section("start", "Container start: runc run /bin/true (scenarios 1-3)")
     runs = 10 if b.quick else 40
     ovs = start_ovs(b)
     env = b.hook_env("start", ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-bench", pool="0", reserved="1", budget="512Mi")
+    # install.sh puts the default state dir on its own tmpfs: the same full path with the state there
+    tmpfs = b.dir("start-tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs", str(tmpfs)], check=True, timeout=30)
+    b.on_cleanup(f"tmpfs {tmpfs}", lambda: subprocess.run(["umount", "-l", str(tmpfs)], check=True, timeout=30))
+    env_tmpfs = make_env(tmpfs, ovs_db=ovs.db, ovs_rundir=ovs.rundir, bridge="br-bench", pool="0", reserved="1", budget="512Mi")
+    b.config_paths.append(env_tmpfs.config_path)
+    state_fs = fs_type(env.root)
     cache = str(env.root / "cache")
     regular = regular_install(b)
     root = b.runc_root("runc-start")
@@ -160,8 +172,9 @@ def run_start(b: Bench) -> Section:
 
     client = build_client(b.dir("client"))
 
-    def hooks(python: str, extra_env: tuple[str, ...] = in_process, native: bool = False) -> dict[str, list[dict[str, Any]]]:
-        return {stage: [hook_entry(stage, env.config_path, cache, python=python, extra_env=extra_env, client=client if native else None)]
+    def hooks(python: str, extra_env: tuple[str, ...] = in_process, native: bool = False,
+              config_path: str = env.config_path) -> dict[str, list[dict[str, Any]]]:
+        return {stage: [hook_entry(stage, config_path, cache, python=python, extra_env=extra_env, client=client if native else None)]
                 for stage in ("createRuntime", "poststop")}
 
     bdir = b.dir("bundles-start")
@@ -177,6 +190,8 @@ def run_start(b: Bench) -> Section:
         "fast path (no annotations), native client": bundle(bdir / "fast-native", ["/bin/true"], {}, hooks(regular, native=True)),
         "full path, in-process, native client": bundle(bdir / "full-native", ["/bin/true"], FULL, hooks(regular, native=True)),
         "full path, agent, native client": bundle(bdir / "full-agent-native", ["/bin/true"], FULL, hooks(regular, via_agent, native=True)),
+        TMPFS_VARIANT: bundle(bdir / "full-agent-native-tmpfs", ["/bin/true"], FULL,
+                              hooks(regular, via_agent, native=True, config_path=env_tmpfs.config_path)),
     }
     variants: dict[str, Callable[[], float]] = {}
     for i, (name, path) in enumerate(bundles.items()):
@@ -214,7 +229,7 @@ def run_start(b: Bench) -> Section:
     # in-process and in the agent's child, to tell the stage's work from the process around it
     prefix_of = {timer.prefix: name for name, timer in variants.items() if isinstance(timer, RuncTimer)}
     prestart: dict[str, list[float]] = {}
-    for ev in env.events():
+    for ev in [*env.events(), *env_tmpfs.events()]:
         cid = str(ev.get("container_id", ""))
         if ev.get("event") == "prestart done" and "-" in cid:
             variant = prefix_of.get(cid.split("-", 1)[0] + "-")
@@ -275,7 +290,15 @@ def run_start(b: Bench) -> Section:
         note=(f"added {fmt(native)} ms on runc's own {fmt(runc_bare)} ms; without the agent (the client runs the Python hook): "
               f"added {fmt(added['runc: full path, in-process, native client']['median'])} ms; not ours: "
               f"{fmt(added['runc: fast path (no annotations), native client']['median'])} ms")))
+    on_tmpfs = added["runc: " + TMPFS_VARIANT]["median"]
+    ratios["agent, native client, state on tmpfs"] = on_tmpfs / runc_bare if runc_bare else None
+    sec.targets.append(Target(
+        "full_path_ratio_native_agent_tmpfs",
+        "the same, the state dir on its own tmpfs as install.sh sets up the default one (regular install)",
+        ratios["agent, native client, state on tmpfs"], 1.0, "x", "<=",
+        note=f"added {fmt(on_tmpfs)} ms on runc's own {fmt(runc_bare)} ms; the row above has the state dir on {state_fs}"))
     sec.data["full_path_ratio"] = ratios
+    sec.data["state_fs"] = state_fs
     sec.data["agent_socket"] = agent
     if failures:
         sec.notes.append(f"{len(failures)} run(s) failed; first: {failures[0]}")
