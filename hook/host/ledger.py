@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hook.errors import HookError, LedgerCorrupt
-from hook.host.fsutil import discard, fsync_dir, write_temp
+from hook.host.fsutil import discard, fsync_dir, replace_file, write_temp
 from hook.model import STATES, Reservation
 
 try:  # built into the interpreter: hashlib loads OpenSSL, ~3 ms per hook start
@@ -269,6 +269,7 @@ class Ledger:
 
     def __init__(self, path: str, timeout_s: float | None = None) -> None:
         self.path = path
+        self.directory = os.path.dirname(path) or "."
         self.timeout_s = timeout_s  # None: wait for the lock as long as it takes
         self.released_at = 0.0  # when the lock was last let go (before the priority was lowered again)
         self.released_cpu = 0.0  # this thread's CPU time then
@@ -335,7 +336,7 @@ class Ledger:
         return entries
 
     def _journal_path(self, generation: int) -> str:
-        return os.path.join(os.path.dirname(self.path), journal_name(self.path, generation))
+        return os.path.join(self.directory, journal_name(self.path, generation))
 
     def _replay(self, state: _State, raw_entries: dict[str, Any]) -> None:
         """Apply the journal's whole lines to ``raw_entries``; note where the next one goes."""
@@ -425,16 +426,10 @@ class Ledger:
         journal = self._journal_path(generation)
         self._create_journal(journal)
         try:
-            tmp = write_temp(self.path, _snapshot_bytes(state.entries, state.seq, os.path.basename(journal)), 0o600)
-            try:
-                os.replace(tmp, self.path)
-            except BaseException:
-                discard(tmp)
-                raise
+            replace_file(self.path, _snapshot_bytes(state.entries, state.seq, os.path.basename(journal)), 0o600)
         except BaseException:
             discard(journal)
             raise
-        fsync_dir(os.path.dirname(self.path) or ".")
         state.generation, state.journal_lines, state.journal_end, state.journal_size = generation, 0, 0, 0
 
     @staticmethod
@@ -447,9 +442,8 @@ class Ledger:
 
     def _journals(self) -> list[str]:
         """The journal files beside the ledger (the current one and any left over)."""
-        directory = os.path.dirname(self.path) or "."
         prefix = os.path.basename(self.path) + ".journal."
-        return [os.path.join(directory, name) for name in os.listdir(directory)
+        return [os.path.join(self.directory, name) for name in os.listdir(self.directory)
                 if name.startswith(prefix) and _JOURNAL_NAME.search(name)]
 
     def _version(self, state: _State) -> tuple[object, ...]:
@@ -471,7 +465,7 @@ class Ledger:
         journal happen outside it.  One rewrite at a time (its own lock), so no rewrite
         removes another's new journal.
         """
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         guard = os.open(f"{self.path}.rewrite.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -484,24 +478,22 @@ class Ledger:
             journal = self._journal_path(_new_generation())
             snapshot = _snapshot_bytes(state.entries, state.seq, os.path.basename(journal))
             self._create_journal(journal)
-            renamed = False
+            tmp, renamed = None, False
             try:
                 tmp = write_temp(self.path, snapshot, 0o600)
-                try:
-                    fsync_dir(os.path.dirname(self.path) or ".")
-                    with self._lock():
-                        if self._version(state) == version:
-                            os.replace(tmp, self.path)
-                            renamed = True
-                finally:
-                    if not renamed:
-                        discard(tmp)
+                fsync_dir(self.directory)
+                with self._lock():
+                    if self._version(state) == version:
+                        os.replace(tmp, self.path)
+                        renamed = True
             finally:
                 if not renamed:
                     discard(journal)
+                    if tmp is not None:
+                        discard(tmp)
             if not renamed:
                 return False
-            fsync_dir(os.path.dirname(self.path) or ".")
+            fsync_dir(self.directory)
             with self._lock():
                 current = self._journal_path(self._read().generation)
                 for path in self._journals():
@@ -515,7 +507,7 @@ class Ledger:
 
     @contextmanager
     def _lock(self) -> Iterator[float]:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         before = None
         try:
