@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hook.host.topology import HugepagePool, read_topology
+from hook.host.topology import HugepagePool, Node, Topology, read_topology
 
 
 def _pool(base: Path, size_kib: int, nr: int, free: int, resv: int | None) -> None:
@@ -39,8 +39,9 @@ def test_all_pools_by_default(tmp_path: Path) -> None:
 def test_only_the_sizes_asked_for(tmp_path: Path) -> None:
     """A start reads its one page size under the ledger lock, or no pool when it asks for no memory."""
     root = str(_sysfs(tmp_path))
-    assert read_topology(root, sizes=(2048,)) == read_topology(root).__class__(
-        {n: node.__class__(node.node_id, node.cpus, {2048: node.hugepages[2048]}) for n, node in read_topology(root).nodes.items()},
+    node_pool = HugepagePool(100, 90, 0, 0)
+    assert read_topology(root, sizes=(2048,)) == Topology(
+        {0: Node(0, frozenset({0, 1}), {2048: node_pool}), 1: Node(1, frozenset({2, 3}), {2048: node_pool})},
         {2048: HugepagePool(200, 180, 0, 8)},
     )
     none = read_topology(root, sizes=())
